@@ -1,0 +1,108 @@
+"""CmwAgent: one per session, a thin handle over the shared, read-only agent graph.
+
+The compiled graph (model + tools + checkpointer) is built once per process by
+:func:`build_agent_graph` and holds no user data: every run names its conversation through the
+checkpointer's ``thread_id`` and its user through the runtime context.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, AsyncIterator, Union
+
+from langchain.agents import AgentState, create_agent
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+from langgraph.types import Checkpointer
+
+from agent.cart import Cart, apply_cart_ops
+from agent.catalog import Catalog
+from agent.context import TurnContext
+from agent.tools import build_tools
+
+SYSTEM_PROMPT = (
+    "You are a helpful shopping assistant. You can manage the user's shopping cart with your tools and "
+    "show facts about the user's own session. You only ever see this one user's conversation and cart; "
+    "there is no way to see other users' data, so say so if asked."
+)
+
+
+class CmwAgentState(AgentState):
+    """Agent state checkpointed per conversation: the messages plus this conversation's cart."""
+
+    cart: Annotated[Cart, apply_cart_ops]
+
+
+def build_agent_graph(model: BaseChatModel, catalog: Catalog, checkpointer: Checkpointer):
+    """The process-wide compiled agent graph. Read-only after construction; shared by all sessions."""
+    return create_agent(model, build_tools(catalog), system_prompt=SYSTEM_PROMPT,
+                        state_schema=CmwAgentState, context_schema=TurnContext, checkpointer=checkpointer)
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolStarted:
+    call_id: str
+    name: str
+    args: dict
+
+
+@dataclass(frozen=True)
+class ToolFinished:
+    call_id: str
+    name: str
+    result: str
+    duration: float
+
+
+TurnEvent = Union[TextDelta, ToolStarted, ToolFinished]
+
+
+def _tool_messages(update) -> list[ToolMessage]:
+    """ToolMessages from a ``tools`` node update (a dict, or a list of dicts for Command updates)."""
+    updates = update if isinstance(update, list) else [update]
+    found = []
+    for item in updates:
+        if isinstance(item, dict):
+            found += [m for m in item.get("messages", []) if isinstance(m, ToolMessage)]
+    return found
+
+
+class CmwAgent:
+    """Runs turns of one session's current conversation on the shared graph.
+
+    ``graph`` is the process-wide compiled graph (read-only); ``memory`` is this session's
+    conversation entry (anything with a checkpointer ``config``).
+    """
+
+    def __init__(self, graph, memory):
+        self.graph = graph
+        self.memory = memory
+
+    async def stream_turn(self, text: str, context: TurnContext) -> AsyncIterator[TurnEvent]:
+        """Run one user turn, yielding text deltas and tool start/finish events as they happen."""
+        started: dict[str, tuple[str, float]] = {}
+        inputs = {"messages": [HumanMessage(content=text)]}
+        async for mode, data in self.graph.astream(inputs, self.memory.config, context=context,
+                                                   stream_mode=["messages", "updates"]):
+            if mode == "messages":
+                chunk, meta = data
+                if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") == "model" and chunk.text:
+                    yield TextDelta(chunk.text)
+            elif mode == "updates":
+                for node, update in data.items():
+                    if node == "model" and isinstance(update, dict):
+                        for message in update.get("messages", []):
+                            if isinstance(message, AIMessage):
+                                for call in message.tool_calls:
+                                    started[call["id"]] = (call["name"], time.monotonic())
+                                    yield ToolStarted(call["id"], call["name"], dict(call["args"]))
+                    elif node == "tools":
+                        for message in _tool_messages(update):
+                            name, t0 = started.pop(message.tool_call_id, (message.name or "tool", time.monotonic()))
+                            yield ToolFinished(message.tool_call_id, name, message.text, time.monotonic() - t0)

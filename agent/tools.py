@@ -1,0 +1,94 @@
+"""Agent tools. Each reaches the user's data only through LangChain's runtime (state and context).
+
+No tool takes a session, user or conversation id as an argument, so whatever the model is told, a tool
+can only ever read or change the cart of the conversation it runs in.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from langchain.tools import ToolRuntime, tool
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import BaseTool
+from langgraph.types import Command
+
+from agent.cart import add_op, apply_cart_ops, cart_item_count, describe_cart, find_line
+from agent.catalog import Catalog
+from agent.context import TurnContext
+
+MAX_QUANTITY = 1000
+
+
+def _timestamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _reply(runtime: ToolRuntime, text: str, cart_op: dict | None = None) -> Command:
+    update: dict = {"messages": [ToolMessage(content=text, tool_call_id=runtime.tool_call_id,
+                                             artifact={"cart_op": cart_op} if cart_op else None)]}
+    if cart_op:
+        update["cart"] = cart_op
+    return Command(update=update)
+
+
+def build_tools(catalog: Catalog) -> list[BaseTool]:
+    """The tool set; closes over the read-only catalog only."""
+
+    @tool
+    def add_to_cart(item: str, runtime: ToolRuntime[TurnContext], quantity: int = 1) -> Command:
+        """Add an item to the user's shopping cart. `item` is the product name, `quantity` how many."""
+        if not 1 <= quantity <= MAX_QUANTITY:
+            return _reply(runtime, f"Quantity must be between 1 and {MAX_QUANTITY}; nothing was added.")
+        op = add_op(catalog, item, quantity)
+        cart = dict(runtime.state.get("cart") or {})
+        cart = apply_cart_ops(cart, op)
+        if op["price"] is None:
+            text = (f"Added {quantity} × {op['name']} to your cart as a custom item: it is not in our "
+                    f"catalog, so it has no price.")
+        else:
+            per = "each" if op["unit"] == "each" else f"per {op['unit']}"
+            text = f"Added {quantity} × {op['name']} (${op['price']:.2f} {per}) to your cart."
+        return _reply(runtime, f"{text}\n{describe_cart(cart, catalog.currency)}", op)
+
+    @tool
+    def remove_from_cart(item: str, runtime: ToolRuntime[TurnContext], quantity: int | None = None) -> Command:
+        """Remove an item from the user's cart; without `quantity`, remove all of it."""
+        cart = dict(runtime.state.get("cart") or {})
+        key = find_line(cart, catalog, item)
+        if key is None:
+            return _reply(runtime, f"There is no {item} in your cart, so nothing was removed.\n"
+                                   f"{describe_cart(cart, catalog.currency)}")
+        op = {"op": "remove", "key": key, "qty": quantity}
+        name = cart[key]["name"]
+        cart = apply_cart_ops(cart, op)
+        removed = f"{quantity} × {name}" if quantity else f"all {name}"
+        return _reply(runtime, f"Removed {removed} from your cart.\n{describe_cart(cart, catalog.currency)}", op)
+
+    @tool
+    def view_cart(runtime: ToolRuntime[TurnContext]) -> Command:
+        """Show the user's cart with line prices and the total."""
+        return _reply(runtime, describe_cart(runtime.state.get("cart") or {}, catalog.currency))
+
+    @tool
+    def clear_cart(runtime: ToolRuntime[TurnContext]) -> Command:
+        """Remove everything from the user's cart."""
+        return _reply(runtime, "Your cart is now empty.", {"op": "clear"})
+
+    @tool
+    def session_info(runtime: ToolRuntime[TurnContext]) -> Command:
+        """Show facts about the current user's own session (never anyone else's)."""
+        session = runtime.context.session
+        messages = runtime.state.get("messages") or []
+        count = sum(1 for m in messages if isinstance(m, HumanMessage)
+                    or (isinstance(m, AIMessage) and m.text and not m.tool_calls))
+        cart = runtime.state.get("cart") or {}
+        text = ("Your session:\n"
+                f"- Fingerprint: {session.fingerprint} (a keyed, one-way hash; the raw session id is never shown)\n"
+                f"- Started: {_timestamp(session.created_at)}\n"
+                f"- Last active: {_timestamp(session.last_active)}\n"
+                f"- Messages in this conversation: {count}\n"
+                f"- Cart: {cart_item_count(cart)} item(s) in {len(cart)} line(s)")
+        return _reply(runtime, text)
+
+    return [add_to_cart, remove_from_cart, view_cart, clear_cart, session_info]

@@ -1,0 +1,98 @@
+"""CMW Agent: a multi-user Gradio + LangChain chat app where sessions cannot leak into each other.
+
+    python app_ng.py [--host 0.0.0.0] [--port 7860] [--share]
+
+Nothing launches on import: :func:`build_app` builds the app, :func:`main` serves it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+import gradio as gr
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agent.catalog import load_catalog
+from agent.cmw_agent import build_agent_graph
+from agent.models import build_chat_model
+from memory.conversation_memory import ConversationMemoryManager
+from memory.registry import SessionRegistry
+from memory.session import make_session_factory
+from settings import Settings
+from ui.chat_handler import ChatHandlers
+from ui.layout import build_ui
+
+log = logging.getLogger("cmw")
+
+
+@dataclass
+class App:
+    """The built app: the Gradio Blocks plus the shared services behind it."""
+
+    demo: gr.Blocks
+    registry: SessionRegistry
+    settings: Settings
+    model_label: str
+    _stop_sweeper: threading.Event = field(default_factory=threading.Event)
+
+    def launch(self, **overrides) -> None:
+        options = dict(max_threads=self.settings.max_threads, show_error=False, run_history=False,
+                       footer_links=["api", "gradio"])
+        options.update(overrides)
+        self._start_sweeper()
+        self.demo.launch(**options)
+
+    def close(self) -> None:
+        self._stop_sweeper.set()
+        self.demo.close()
+
+    def _start_sweeper(self) -> None:
+        """Expire idle sessions even when no request arrives to trigger it."""
+        interval = max(0.5, min(60.0, self.settings.session_ttl / 4))
+
+        def sweep() -> None:
+            while not self._stop_sweeper.wait(interval):
+                expired = self.registry.expire()
+                if expired:
+                    log.info("released %d idle session(s)", expired)
+
+        threading.Thread(target=sweep, name="cmw-session-sweeper", daemon=True).start()
+
+
+def build_app(settings: Settings | None = None) -> App:
+    settings = settings or Settings.from_env()
+    choice = build_chat_model(settings)
+    graph = build_agent_graph(choice.model, load_catalog(), InMemorySaver())
+    memory = ConversationMemoryManager(graph, durable=False)
+    registry = SessionRegistry(make_session_factory(graph, memory), maxsize=settings.session_max,
+                               ttl=settings.session_ttl)
+    demo = build_ui(ChatHandlers(registry, settings), settings, choice.label, choice.how_to_switch)
+    demo.queue(api_open=False, max_size=settings.queue_max, default_concurrency_limit=settings.concurrency_limit)
+    return App(demo, registry, settings, choice.label)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Serve the CMW Agent chat app.")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="interface to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                        help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=os.environ.get("CMW_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    app = build_app()
+    log.info("model: %s", app.model_label)
+    app.launch(server_name=args.host, server_port=args.port, share=args.share)
+
+
+if __name__ == "__main__":
+    main()

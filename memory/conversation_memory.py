@@ -1,0 +1,115 @@
+"""ConversationMemoryManager: per-conversation memory entries over a LangGraph checkpointer.
+
+Each conversation is one checkpointer thread, named by a server-made id (never the session_hash). The
+manager is shared; it holds the compiled graph (read-only) whose checkpointer stores every thread. The
+storage behind it is whatever checkpointer the graph was compiled with - in-memory, SQLite or
+PostgreSQL - so the UI never changes when the store does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, ToolMessage
+from langgraph.graph.message import REMOVE_ALL_MESSAGES
+
+from agent.cart import Cart, apply_cart_ops
+
+
+@dataclass
+class Transcript:
+    messages: list[BaseMessage] = field(default_factory=list)
+    cart: Cart = field(default_factory=dict)
+
+    @property
+    def turn_count(self) -> int:
+        return sum(1 for m in self.messages if isinstance(m, HumanMessage))
+
+
+def replay_cart(messages: list[BaseMessage]) -> Cart:
+    """The cart that the tool results in ``messages`` produce, in order (used when turns are dropped)."""
+    ops = [m.artifact["cart_op"] for m in messages
+           if isinstance(m, ToolMessage) and isinstance(m.artifact, dict) and m.artifact.get("cart_op")]
+    return apply_cart_ops({}, ops)
+
+
+def _answered_tool_calls(messages: list[BaseMessage]) -> list[BaseMessage]:
+    """Drop AI tool-call messages whose calls never got a result (a turn stopped mid-tool)."""
+    answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
+    return [m for m in messages
+            if not (isinstance(m, AIMessage) and m.tool_calls
+                    and not all(c["id"] in answered for c in m.tool_calls))]
+
+
+class ConversationMemory:
+    """The memory entry of one conversation: load it, rewrite it, drop its last turn."""
+
+    def __init__(self, graph: Any, conversation_id: str):
+        self._graph = graph
+        self.conversation_id = conversation_id
+        self.config = {"configurable": {"thread_id": conversation_id}}
+
+    async def load(self) -> Transcript:
+        snapshot = await self._graph.aget_state(self.config)
+        values = snapshot.values or {}
+        return Transcript(list(values.get("messages", [])), dict(values.get("cart") or {}))
+
+    async def replace(self, messages: list[BaseMessage], cart: Cart | None = None) -> None:
+        update: dict[str, Any] = {"messages": [RemoveMessage(id=REMOVE_ALL_MESSAGES), *messages]}
+        if cart is not None:
+            update["cart"] = {"op": "replace", "cart": cart}
+        await self._graph.aupdate_state(self.config, update, as_node="model")
+
+    async def drop_last_turn(self) -> str | None:
+        """Forget the last user turn and everything after it (cart included). Returns its text."""
+        transcript = await self.load()
+        starts = [i for i, m in enumerate(transcript.messages) if isinstance(m, HumanMessage)]
+        if not starts:
+            return None
+        kept = transcript.messages[: starts[-1]]
+        await self.replace(kept, replay_cart(kept))
+        return transcript.messages[starts[-1]].text
+
+    async def truncate_to_turns(self, turns: int) -> None:
+        """Keep only the first ``turns`` user turns (used to reconcile with what the user sees)."""
+        transcript = await self.load()
+        starts = [i for i, m in enumerate(transcript.messages) if isinstance(m, HumanMessage)]
+        if len(starts) <= turns:
+            return
+        kept = transcript.messages[: starts[turns]]
+        await self.replace(kept, replay_cart(kept))
+
+    async def settle_interrupted_turn(self, user_text: str, messages_before: int, visible_answer: str) -> None:
+        """After Stop: make memory hold exactly what the user saw of the stopped turn."""
+        transcript = await self.load()
+        head, turn = transcript.messages[:messages_before], transcript.messages[messages_before:]
+        if not any(isinstance(m, HumanMessage) for m in turn):
+            turn = [HumanMessage(content=user_text), *turn]
+        turn = _answered_tool_calls(turn)
+        if turn and isinstance(turn[-1], AIMessage) and not turn[-1].tool_calls:
+            turn = turn[:-1]  # a stored final answer is replaced by the part that was shown
+        if visible_answer:
+            turn.append(AIMessage(content=visible_answer, response_metadata={"stopped": True}))
+        await self.replace(head + turn, replay_cart(head + turn))
+
+
+class ConversationMemoryManager:
+    """Hands out memory entries; shared by all sessions, holds no per-user data itself."""
+
+    def __init__(self, graph: Any, *, durable: bool):
+        self._graph = graph
+        self.durable = durable  # False: entries live only as long as their session
+
+    @staticmethod
+    def new_conversation_id() -> str:
+        return uuid.uuid4().hex
+
+    def entry(self, conversation_id: str | None = None) -> ConversationMemory:
+        return ConversationMemory(self._graph, conversation_id or self.new_conversation_id())
+
+    def release(self, memory: ConversationMemory) -> None:
+        """Called when a session ends. A non-durable store forgets the conversation now."""
+        if not self.durable:
+            self._graph.checkpointer.delete_thread(memory.conversation_id)

@@ -1,0 +1,88 @@
+"""SessionRegistry: the one per-user map in the process.
+
+A ``cachetools.TTLCache`` from session key to :class:`Session`, bounded in size (``CMW_SESSION_MAX``)
+and idle time (``CMW_SESSION_TTL``; each access restarts the clock). Whatever way an entry leaves -
+expiry, size eviction, explicit discard - the session is released. Get-or-create is atomic.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from typing import Callable
+
+from cachetools import TTLCache
+
+from memory.fingerprint import Fingerprinter
+from memory.session import Session, SessionFactory
+
+
+class _ReleasingTTLCache(TTLCache):
+    """A TTLCache that releases every session it drops, by expiry or by size eviction."""
+
+    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float]):
+        super().__init__(maxsize=maxsize, ttl=ttl, timer=timer)
+
+    def popitem(self):
+        key, session = super().popitem()
+        session.release()
+        return key, session
+
+    def expire(self, time=None):
+        expired = super().expire(time)
+        for _, session in expired:
+            session.release()
+        return expired
+
+
+class SessionRegistry:
+    def __init__(self, factory: SessionFactory, *, maxsize: int, ttl: float,
+                 fingerprint: Fingerprinter | None = None, timer: Callable[[], float] = time.monotonic):
+        self._factory = factory
+        self._fingerprint = fingerprint or Fingerprinter()
+        self._cache = _ReleasingTTLCache(maxsize, ttl, timer)
+        self._lock = threading.Lock()
+
+    def get_or_create(self, session_key: str, owner: str | None = None) -> Session:
+        """The session for ``session_key``, created on first use; its idle clock restarts.
+
+        A session is only ever served to the owner it was created for: a request naming the same key
+        with another owner gets a fresh session that is not registered (fail closed).
+        """
+        if not session_key:
+            raise ValueError("a session key is required; refusing to fall back to a shared session")
+        with self._lock:
+            self._cache.expire()
+            session = self._cache.get(session_key)
+            if session is not None and session.owner != owner:
+                return self._factory(self._fingerprint(secrets.token_hex(16)), owner)
+            if session is None:
+                session = self._factory(self._fingerprint(session_key), owner)
+            self._cache[session_key] = session  # (re)insert: restarts the idle TTL
+            session.touch()
+            return session
+
+    def peek(self, session_key: str) -> Session | None:
+        """The live session for a key without creating or touching it."""
+        with self._lock:
+            self._cache.expire()
+            return self._cache.get(session_key)
+
+    def discard(self, session_key: str) -> None:
+        with self._lock:
+            session = self._cache.pop(session_key, None)
+        if session is not None:
+            session.release()
+
+    def expire(self) -> int:
+        with self._lock:
+            return len(self._cache.expire())
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._cache.expire()
+            return len(self._cache)
+
+    def fingerprint(self, value: str) -> str:
+        return self._fingerprint(value)

@@ -1,0 +1,75 @@
+"""Every setting the app reads, in one place, from environment variables (see .env.example)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a number; fix it in your environment or .env file.") from None
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    return int(_float(env, name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    # model
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None
+    model_name: str = "offline"
+    offline_token_delay: float = 0.02
+    # sessions
+    session_max: int = 10_000
+    session_ttl: float = 3600.0
+    # serving
+    concurrency_limit: int = 200
+    max_threads: int = 240
+    queue_max: int = 1000
+    stream_interval: float = 0.04
+    max_message_chars: int = 4000
+    # storage
+    data_dir: Path = Path("data")
+
+    @property
+    def uses_offline_model(self) -> bool:
+        return self.model_name == "offline"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        key = env.get("OPENAI_API_KEY", "").strip() or None
+        model = env.get("CMW_MODEL", "").strip() or (DEFAULT_OPENAI_MODEL if key else "offline")
+        if model != "offline" and not key:
+            raise SystemExit(f"CMW_MODEL={model!r} needs OPENAI_API_KEY. Set the key, or unset CMW_MODEL "
+                             "(or set CMW_MODEL=offline) to use the built-in offline model.")
+        concurrency = max(1, _int(env, "CMW_CONCURRENCY_LIMIT", cls.concurrency_limit))
+        return cls(
+            openai_api_key=key,
+            openai_base_url=env.get("OPENAI_BASE_URL", "").strip() or None,
+            model_name=model,
+            offline_token_delay=max(0.0, _float(env, "CMW_OFFLINE_TOKEN_DELAY", cls.offline_token_delay)),
+            session_max=max(1, _int(env, "CMW_SESSION_MAX", cls.session_max)),
+            session_ttl=max(1.0, _float(env, "CMW_SESSION_TTL", cls.session_ttl)),
+            concurrency_limit=concurrency,
+            max_threads=max(40, _int(env, "CMW_MAX_THREADS", concurrency + 40)),
+            queue_max=max(1, _int(env, "CMW_QUEUE_MAX", cls.queue_max)),
+            stream_interval=max(0.0, _float(env, "CMW_STREAM_INTERVAL", cls.stream_interval)),
+            max_message_chars=max(1, _int(env, "CMW_MAX_MESSAGE_CHARS", cls.max_message_chars)),
+            data_dir=Path(env.get("CMW_DATA_DIR", "").strip() or "data"),
+        )
+
+    def replace(self, **changes) -> "Settings":
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)

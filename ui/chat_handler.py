@@ -1,0 +1,134 @@
+"""The edge: Gradio handlers resolve the caller's session once and pass it down.
+
+Every handler takes ``request: gr.Request``; a request without a ``session_hash`` (a direct API run,
+cached examples) is refused before anything else happens. Holds references to shared services only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import AsyncIterator
+
+import gradio as gr
+
+from agent.cmw_agent import TextDelta
+from agent.context import TurnContext
+from memory.registry import SessionRegistry
+from memory.session import Session
+from settings import Settings
+from ui.input_guard import clean_message, refusal_for
+from ui.render import TurnView, render_transcript
+
+log = logging.getLogger("cmw.chat")
+
+NO_SESSION_MESSAGE = ("This endpoint needs a session: use the web page, or gradio_client "
+                      "(one Client is one session). Direct /run calls are not served.")
+ERROR_MESSAGE = "Sorry, something went wrong while answering. Please try again."
+
+
+class ChatHandlers:
+    def __init__(self, registry: SessionRegistry, settings: Settings):
+        self._registry = registry
+        self._settings = settings
+
+    # -- session resolution -------------------------------------------------------------------
+    def resolve(self, request: gr.Request | None) -> Session:
+        session_hash = getattr(request, "session_hash", None) if request is not None else None
+        if not session_hash:
+            raise gr.Error(NO_SESSION_MESSAGE, print_exception=False)
+        return self._registry.get_or_create(session_hash)
+
+    def _existing(self, request: gr.Request | None) -> Session | None:
+        session_hash = getattr(request, "session_hash", None) if request is not None else None
+        return self._registry.peek(session_hash) if session_hash else None
+
+    # -- one turn ------------------------------------------------------------------------------
+    async def _run_turn(self, session: Session, text: str) -> AsyncIterator[TurnView]:
+        """Stream one turn as successive views, at most one every ``stream_interval`` seconds."""
+        view = TurnView()
+        async with session.turn_lock:  # two submits of one session never interleave
+            before = len((await session.memory.load()).messages)
+            session.touch()
+            last_yield = 0.0
+            try:
+                async for event in session.agent.stream_turn(text, TurnContext(session)):
+                    view.apply(event)
+                    now = time.monotonic()
+                    if now - last_yield >= self._settings.stream_interval or not isinstance(event, TextDelta):
+                        last_yield = now
+                        yield view
+            except asyncio.CancelledError:
+                session.stats.stopped_turns += 1
+                await asyncio.shield(session.memory.settle_interrupted_turn(text, before, view.answer))
+                log.info("session %s: turn stopped after %d chars", session.fingerprint, len(view.answer))
+                raise
+            except Exception:
+                log.exception("session %s: turn failed", session.fingerprint)
+                view.apply_error(ERROR_MESSAGE)
+                await session.memory.settle_interrupted_turn(text, before, view.answer)
+            session.stats.turns += 1
+            session.stats.streamed_chars += len(view.answer)
+            session.touch()
+            yield view
+
+    # -- browser events ------------------------------------------------------------------------
+    async def load(self, request: gr.Request):
+        """Page load: show the conversation this session already has (none for a new page)."""
+        session = self._existing(request)
+        if session is None:
+            return []
+        return render_transcript((await session.memory.load()).messages)
+
+    async def respond(self, message: str, request: gr.Request):
+        """Chat submit from the page: yields the whole chat (history + the streaming turn)."""
+        session = self.resolve(request)
+        text = clean_message(message)
+        history = render_transcript((await session.memory.load()).messages)
+        refusal = refusal_for(text, max_chars=self._settings.max_message_chars)
+        if refusal:
+            yield history + [gr.ChatMessage(role="assistant", content=refusal)]
+            return
+        shown = history + [gr.ChatMessage(role="user", content=text)]
+        yield shown
+        async for view in self._run_turn(session, text):
+            yield shown + view.messages
+
+    async def retry(self, request: gr.Request):
+        """Retry: forget the last turn, in memory as on screen, and answer its message again."""
+        session = self.resolve(request)
+        async with session.turn_lock:
+            text = await session.memory.drop_last_turn()
+        if not text:
+            yield render_transcript((await session.memory.load()).messages)
+            return
+        async for chat in self.respond(text, request):
+            yield chat
+
+    async def undo(self, request: gr.Request):
+        """Undo: forget the last turn and put its message back in the textbox."""
+        session = self.resolve(request)
+        async with session.turn_lock:
+            text = await session.memory.drop_last_turn()
+            history = render_transcript((await session.memory.load()).messages)
+        return history, text or ""
+
+    async def clear(self, request: gr.Request):
+        """Clear: start a new, empty conversation for this session."""
+        session = self.resolve(request)
+        async with session.turn_lock:
+            await session.start_new_conversation()
+        return []
+
+    # -- public API: /chat -----------------------------------------------------------------
+    async def api_chat(self, message: str, request: gr.Request):
+        """``/chat``: one message in, the reply text streamed out. One gradio_client.Client = one session."""
+        session = self.resolve(request)
+        text = clean_message(message)
+        refusal = refusal_for(text, max_chars=self._settings.max_message_chars)
+        if refusal:
+            yield refusal
+            return
+        async for view in self._run_turn(session, text):
+            yield view.answer
