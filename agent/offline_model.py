@@ -15,6 +15,7 @@ import asyncio
 import json
 import re
 import time
+from types import MappingProxyType
 from typing import Any, AsyncIterator, Iterator, Sequence
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -24,12 +25,12 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import Field
 
 _END = r"[\s.!?,;:]*$"
-_NUMBER_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-                 "seven": 7, "eight": 8, "nine": 9, "ten": 10, "a dozen": 12}
+_NUMBER_WORDS = MappingProxyType({"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+                 "seven": 7, "eight": 8, "nine": 9, "ten": 10, "a dozen": 12})
 _QTY = r"(?:(\d+|a dozen|an|a|one|two|three|four|five|six|seven|eight|nine|ten)\s+)?"
 _CART = r"\s+(?:from|to|in|into)\s+(?:my\s+|the\s+)?(?:shopping\s+)?(?:cart|basket)"
 
-PATTERNS: dict[str, re.Pattern[str]] = {
+PATTERNS: MappingProxyType[str, re.Pattern[str]] = MappingProxyType({
     "set_name": re.compile(r"^\s*my\s+name\s+is\s+(.+?)" + _END, re.I | re.S),
     "ask_name": re.compile(r"^\s*what(?:['’]?s|\s+is)\s+my\s+name" + _END, re.I),
     "add": re.compile(r"^\s*(?:please\s+)?add\s+" + _QTY + r"(.+?)\s+to\s+(?:my\s+|the\s+)?(?:shopping\s+)?"
@@ -41,7 +42,7 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "clear": re.compile(r"^\s*(?:please\s+)?(?:clear|empty)\s+(?:my\s+|the\s+)?(?:cart|basket)" + _END, re.I),
     "session": re.compile(r"^\s*(?:show\s+(?:me\s+)?my\s+session(?:\s+info)?|session\s+info)" + _END, re.I),
     "count": re.compile(r"^\s*count\s+to\s+(\d{1,4})" + _END, re.I),
-}
+})
 
 HELP_TEXT = (
     "I'm the offline demo model, so I only understand a few phrases. Try:\n"

@@ -1,0 +1,135 @@
+"""SessionRegistry: TTL expiry, size eviction, atomic get-or-create, release on every exit path."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agent.catalog import load_catalog
+from agent.cmw_agent import build_agent_graph
+from agent.offline_model import OfflineChatModel
+from memory.conversation_memory import ConversationMemoryManager
+from memory.registry import SessionRegistry
+from memory.session import make_session_factory
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def make_registry():
+    def make(maxsize: int = 100, ttl: float = 60.0, clock=None):
+        graph = build_agent_graph(OfflineChatModel(token_delay=0), load_catalog(), InMemorySaver())
+        manager = ConversationMemoryManager(graph, durable=False)
+        registry = SessionRegistry(make_session_factory(graph, manager), maxsize=maxsize, ttl=ttl,
+                                   timer=clock or FakeClock())
+        return registry, graph
+
+    return make
+
+
+def test_same_key_same_session_other_key_other_session(make_registry):
+    registry, _ = make_registry()
+    a, a_again, b = registry.get_or_create("hash-a"), registry.get_or_create("hash-a"), registry.get_or_create("hash-b")
+    assert a is a_again
+    assert a is not b
+    assert a.memory.conversation_id != b.memory.conversation_id
+    assert a.agent is not b.agent and a.turn_lock is not b.turn_lock
+    assert a.fingerprint != b.fingerprint and "hash-a" not in a.fingerprint
+
+
+def test_missing_key_is_refused_never_defaulted(make_registry):
+    registry, _ = make_registry()
+    for key in ("", None):
+        with pytest.raises(ValueError):
+            registry.get_or_create(key)
+    assert len(registry) == 0
+
+
+def test_idle_ttl_expiry_releases_session(make_registry):
+    clock = FakeClock()
+    registry, _ = make_registry(ttl=60, clock=clock)
+    session = registry.get_or_create("k")
+    clock.now += 59
+    assert registry.get_or_create("k") is session  # access restarts the idle clock
+    clock.now += 59
+    assert registry.peek("k") is session
+    clock.now += 61
+    assert registry.peek("k") is None
+    assert session.released
+    fresh = registry.get_or_create("k")
+    assert fresh is not session and fresh.memory.conversation_id != session.memory.conversation_id
+
+
+def test_size_eviction_releases_oldest(make_registry):
+    clock = FakeClock()
+    registry, _ = make_registry(maxsize=3, clock=clock)
+    sessions = []
+    for i in range(5):
+        clock.now += 1
+        sessions.append(registry.get_or_create(f"k{i}"))
+    assert len(registry) == 3
+    assert [s.released for s in sessions] == [True, True, False, False, False]
+    assert registry.peek("k0") is None and registry.peek("k4") is sessions[4]
+
+
+async def _chat(session, text):
+    from agent.context import TurnContext
+    async for _ in session.agent.stream_turn(text, TurnContext(session)):
+        pass
+
+
+async def test_eviction_frees_the_session_and_its_conversation(make_registry):
+    clock = FakeClock()
+    registry, graph = make_registry(ttl=10, clock=clock)
+    session = registry.get_or_create("k")
+    await _chat(session, "My name is Evicted")
+    thread = session.memory.conversation_id
+    assert graph.checkpointer.storage.get(thread)
+    ref = weakref.ref(session)
+    del session
+    clock.now += 11
+    assert registry.expire() == 1
+    gc.collect()
+    assert ref() is None, "an evicted session is still referenced somewhere"
+    assert not graph.checkpointer.storage.get(thread), "the evicted conversation is still stored"
+
+
+def test_get_or_create_is_atomic_under_threads(make_registry):
+    registry, _ = make_registry(maxsize=1000)
+    results: dict[str, list] = {f"k{i}": [] for i in range(20)}
+    barrier = threading.Barrier(40)
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        for i in range(20):
+            key = f"k{(i + n) % 20}"
+            results[key].append(registry.get_or_create(key))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(registry) == 20
+    for key, seen in results.items():
+        assert len(seen) == 40
+        assert all(s is seen[0] for s in seen), f"{key} got more than one session"
+
+
+def test_other_owner_gets_fresh_unregistered_session(make_registry):
+    registry, _ = make_registry()
+    mine = registry.get_or_create("k", owner="owner-a")
+    theirs = registry.get_or_create("k", owner="owner-b")
+    assert theirs is not mine and theirs.memory.conversation_id != mine.memory.conversation_id
+    assert registry.get_or_create("k", owner="owner-a") is mine
+    assert len(registry) == 1
