@@ -130,5 +130,10 @@ class ChatHandlers:
         if refusal:
             yield refusal
             return
+        sent = None
         async for view in self._run_turn(session, text):
-            yield view.answer
+            if view.answer != sent:  # tool events leave the text unchanged: nothing new to send
+                sent = view.answer
+                yield sent
+        if sent is None:
+            yield ""

@@ -1,0 +1,194 @@
+"""Shared helpers for the benchmark scripts: start/stop an app on loopback, read its CPU and RSS, describe
+the machine. Benchmarks only ever talk to 127.0.0.1 and only ever stop processes they started (by PID).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+HOST = "127.0.0.1"
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Variables that could make an app reach a real model or a shared store; benchmarks never pass them on.
+_SCRUBBED = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CMW_MODEL", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+             "http_proxy", "https_proxy", "all_proxy")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def bench_env(**overrides: str) -> dict[str, str]:
+    """The environment for an app under test: offline model, loopback only, quiet, no analytics."""
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    env.update({
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+        "CMW_MODEL": "offline",
+        "CMW_LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+_RUNNING: list["AppProcess"] = []
+
+
+def _stop_all() -> None:
+    for proc in list(_RUNNING):
+        proc.stop()
+
+
+atexit.register(_stop_all)
+
+
+class AppProcess:
+    """One app under test, started as a child process on 127.0.0.1 and stopped by its own PID."""
+
+    def __init__(self, name: str, script: str, env: dict[str, str], port: int | None = None):
+        self.name = name
+        self.script = script
+        self.port = port or free_port()
+        self.env = env
+        self.data_dir = Path(tempfile.mkdtemp(prefix=f"cmw-bench-{name}-"))
+        self.env.setdefault("CMW_DATA_DIR", str(self.data_dir / "data"))
+        self.log_path = self.data_dir / "app.log"
+        self.popen: subprocess.Popen | None = None
+        self.ps: psutil.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def start(self, timeout: float = 90.0) -> "AppProcess":
+        argv = [sys.executable, str(ROOT / self.script), "--host", HOST, "--port", str(self.port)]
+        log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen(argv, cwd=str(ROOT), env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL)
+        log.close()
+        _RUNNING.append(self)
+        self.ps = psutil.Process(self.popen.pid)
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if self.popen.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited with {self.popen.returncode}; log:\n{self.log_tail()}")
+                try:
+                    if client.get(f"{self.url}/config").status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer on {self.url} within {timeout:.0f} s; log:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the app process has used so far (all its threads)."""
+        assert self.ps is not None
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def rss(self) -> int:
+        assert self.ps is not None
+        return self.ps.memory_info().rss
+
+    def wait_idle(self, threshold: float = 0.15, window: float = 0.5, max_wait: float = 30.0) -> float:
+        """Wait until the app uses less than ``threshold`` of a core over ``window`` s; returns that share."""
+        deadline = time.monotonic() + max_wait
+        share = 1.0
+        while time.monotonic() < deadline:
+            c0, t0 = self.cpu_seconds(), time.monotonic()
+            time.sleep(window)
+            share = (self.cpu_seconds() - c0) / (time.monotonic() - t0)
+            if share < threshold:
+                return share
+        return share
+
+    def stop(self) -> None:
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)  # only this PID: a process this script started
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.popen = None
+
+    def __enter__(self) -> "AppProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def loadavg() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
+def machine_info() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import gradio
+    import langgraph.version as lg_version
+
+    return {
+        "cpu_model": model or platform.processor(),
+        "logical_cpus": psutil.cpu_count(logical=True),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "gradio": gradio.__version__,
+        "langgraph": getattr(lg_version, "__version__", "?"),
+    }
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
