@@ -19,9 +19,14 @@ from langgraph.checkpoint.memory import InMemorySaver
 from agent.catalog import load_catalog
 from agent.cmw_agent import build_agent_graph
 from agent.models import build_chat_model
+from starlette.middleware import Middleware
+
 from memory.conversation_memory import ConversationMemoryManager
+from memory.fingerprint import Fingerprinter
 from memory.registry import SessionRegistry
 from memory.session import make_session_factory
+from security.http_guard import OwnerGuard
+from security.owner import OwnerCredentials, load_or_create_key
 from settings import Settings
 from ui.chat_handler import ChatHandlers
 from ui.layout import build_ui
@@ -35,13 +40,15 @@ class App:
 
     demo: gr.Blocks
     registry: SessionRegistry
+    credentials: OwnerCredentials
     settings: Settings
     model_label: str
     _stop_sweeper: threading.Event = field(default_factory=threading.Event)
 
     def launch(self, **overrides) -> None:
+        guard = Middleware(OwnerGuard, credentials=self.credentials, registry=self.registry)
         options = dict(max_threads=self.settings.max_threads, show_error=False, run_history=False,
-                       footer_links=["api", "gradio"])
+                       footer_links=["api", "gradio"], app_kwargs={"middleware": [guard]})
         options.update(overrides)
         self._start_sweeper()
         self.demo.launch(**options)
@@ -66,13 +73,17 @@ class App:
 def build_app(settings: Settings | None = None) -> App:
     settings = settings or Settings.from_env()
     choice = build_chat_model(settings)
+    key = load_or_create_key(settings.data_dir, settings.secret_key)
+    credentials = OwnerCredentials(key, same_site=settings.cookie_same_site)
     graph = build_agent_graph(choice.model, load_catalog(), InMemorySaver())
     memory = ConversationMemoryManager(graph, durable=False)
     registry = SessionRegistry(make_session_factory(graph, memory), maxsize=settings.session_max,
-                               ttl=settings.session_ttl)
-    demo = build_ui(ChatHandlers(registry, settings), settings, choice.label, choice.how_to_switch)
-    demo.queue(api_open=False, max_size=settings.queue_max, default_concurrency_limit=settings.concurrency_limit)
-    return App(demo, registry, settings, choice.label)
+                               ttl=settings.session_ttl, fingerprint=Fingerprinter(key))
+    handlers = ChatHandlers(registry, settings, credentials)
+    demo = build_ui(handlers, settings, choice.label, choice.how_to_switch)
+    demo.queue(api_open=False, max_size=settings.gradio_event_limit,
+               default_concurrency_limit=settings.gradio_event_limit)
+    return App(demo, registry, credentials, settings, choice.label)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -33,13 +33,23 @@ class Settings:
     session_max: int = 10_000
     session_ttl: float = 3600.0
     # serving
-    concurrency_limit: int = 200
-    max_threads: int = 240
-    queue_max: int = 1000
+    concurrency_limit: int = 200  # turns streaming at once
+    max_threads: int = 1240
+    queue_max: int = 1000  # turns waiting for a slot; beyond this the user is told the app is busy
     stream_interval: float = 0.04
     max_message_chars: int = 4000
+    rate_limit_per_owner: int = 30
+    rate_limit_per_ip: int = 300
+    # owner credential
+    cookie_same_site: str = "lax"
+    secret_key: str | None = field(default=None, repr=False)
     # storage
     data_dir: Path = Path("data")
+
+    @property
+    def gradio_event_limit(self) -> int:
+        """Chat events Gradio may run at once: the running turns plus the ones waiting in Admission."""
+        return self.concurrency_limit + self.queue_max
 
     @property
     def uses_offline_model(self) -> bool:
@@ -54,6 +64,10 @@ class Settings:
             raise SystemExit(f"CMW_MODEL={model!r} needs OPENAI_API_KEY. Set the key, or unset CMW_MODEL "
                              "(or set CMW_MODEL=offline) to use the built-in offline model.")
         concurrency = max(1, _int(env, "CMW_CONCURRENCY_LIMIT", cls.concurrency_limit))
+        queue_max = max(0, _int(env, "CMW_QUEUE_MAX", cls.queue_max))
+        same_site = env.get("CMW_COOKIE_SAMESITE", "lax").strip().lower() or "lax"
+        if same_site not in {"lax", "strict", "none"}:
+            raise SystemExit(f"CMW_COOKIE_SAMESITE={same_site!r}: use lax, strict or none (none for iframes/Spaces).")
         return cls(
             openai_api_key=key,
             openai_base_url=env.get("OPENAI_BASE_URL", "").strip() or None,
@@ -62,10 +76,14 @@ class Settings:
             session_max=max(1, _int(env, "CMW_SESSION_MAX", cls.session_max)),
             session_ttl=max(1.0, _float(env, "CMW_SESSION_TTL", cls.session_ttl)),
             concurrency_limit=concurrency,
-            max_threads=max(40, _int(env, "CMW_MAX_THREADS", concurrency + 40)),
-            queue_max=max(1, _int(env, "CMW_QUEUE_MAX", cls.queue_max)),
+            max_threads=max(40, _int(env, "CMW_MAX_THREADS", concurrency + queue_max + 40)),
+            queue_max=queue_max,
             stream_interval=max(0.0, _float(env, "CMW_STREAM_INTERVAL", cls.stream_interval)),
             max_message_chars=max(1, _int(env, "CMW_MAX_MESSAGE_CHARS", cls.max_message_chars)),
+            rate_limit_per_owner=max(0, _int(env, "CMW_RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_owner)),
+            rate_limit_per_ip=max(0, _int(env, "CMW_IP_RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_ip)),
+            cookie_same_site=same_site,
+            secret_key=env.get("CMW_SECRET_KEY", "").strip() or None,
             data_dir=Path(env.get("CMW_DATA_DIR", "").strip() or "data"),
         )
 

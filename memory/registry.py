@@ -38,13 +38,13 @@ class _ReleasingTTLCache(TTLCache):
 
 class SessionRegistry:
     def __init__(self, factory: SessionFactory, *, maxsize: int, ttl: float,
-                 fingerprint: Fingerprinter | None = None, timer: Callable[[], float] = time.monotonic):
+                 fingerprint: Callable[[str], str] | None = None, timer: Callable[[], float] = time.monotonic):
         self._factory = factory
         self._fingerprint = fingerprint or Fingerprinter()
         self._cache = _ReleasingTTLCache(maxsize, ttl, timer)
         self._lock = threading.Lock()
 
-    def get_or_create(self, session_key: str, owner: str | None = None) -> Session:
+    def get_or_create(self, session_key: str, owner: str | None = None, username: str | None = None) -> Session:
         """The session for ``session_key``, created on first use; its idle clock restarts.
 
         A session is only ever served to the owner it was created for: a request naming the same key
@@ -55,13 +55,30 @@ class SessionRegistry:
         with self._lock:
             self._cache.expire()
             session = self._cache.get(session_key)
-            if session is not None and session.owner != owner:
-                return self._factory(self._fingerprint(secrets.token_hex(16)), owner)
+            if session is not None and not session.belongs_to(owner, username):
+                stranger = self._factory(self._fingerprint(secrets.token_hex(16)), owner)
+                stranger.username = username
+                return stranger
             if session is None:
                 session = self._factory(self._fingerprint(session_key), owner)
+            session.username = session.username or username
             self._cache[session_key] = session  # (re)insert: restarts the idle TTL
             session.touch()
             return session
+
+    def bind(self, session_key: str, owner: str) -> bool:
+        """Bind a key to ``owner`` at its first use; True when the key is (now) this owner's."""
+        if not session_key:
+            return False
+        with self._lock:
+            self._cache.expire()
+            session = self._cache.get(session_key)
+            if session is None:
+                session = self._factory(self._fingerprint(session_key), owner)
+            elif session.owner != owner:
+                return False
+            self._cache[session_key] = session
+            return True
 
     def peek(self, session_key: str) -> Session | None:
         """The live session for a key without creating or touching it."""

@@ -25,7 +25,7 @@ class SessionStats:
 @dataclass(eq=False)
 class Session:
     fingerprint: str  # keyed hash of the session key: safe for logs and the UI
-    owner: str | None  # keyed hash of the owner credential (None until the security layer sets one)
+    owner: str | None  # keyed hash of the owner cookie this session was bound to at first use
     memory: ConversationMemory
     agent: CmwAgent
     _manager: ConversationMemoryManager = field(repr=False)
@@ -34,6 +34,10 @@ class Session:
     turn_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     stats: SessionStats = field(default_factory=SessionStats)
     released: bool = False
+    username: str | None = None  # login name seen at first use when auth is on
+
+    def belongs_to(self, owner: str | None, username: str | None) -> bool:
+        return self.owner == owner and (self.username is None or self.username == username)
 
     def touch(self) -> None:
         self.last_active = time.time()

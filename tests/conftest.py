@@ -36,12 +36,13 @@ def free_port() -> int:
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable:
-    """Settings for a test app: offline model, fast tokens, data under tmp_path; override any field."""
+    """Settings for a test app: offline model, fast tokens, data under tmp_path, no rate limits (the
+    tests that check limits switch them on); override any field."""
     from settings import Settings
 
     def make(**changes):
         base = Settings.from_env({"CMW_OFFLINE_TOKEN_DELAY": "0.002", "CMW_DATA_DIR": str(tmp_path / "data")})
-        return base.replace(**changes)
+        return base.replace(**{"rate_limit_per_owner": 0, "rate_limit_per_ip": 0, **changes})
 
     return make
 

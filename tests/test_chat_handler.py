@@ -32,7 +32,7 @@ async def api(app, handlers, text, session_hash="tab-1"):
 @pytest.fixture
 def handlers(app):
     from ui.chat_handler import ChatHandlers
-    return ChatHandlers(app.registry, app.settings)
+    return ChatHandlers(app.registry, app.settings, app.credentials)
 
 
 async def test_request_without_session_hash_is_refused_and_creates_nothing(app, handlers):
@@ -59,7 +59,7 @@ async def test_control_characters_are_stripped_before_the_agent_sees_them(app, h
 async def test_stop_leaves_memory_equal_to_what_was_shown(make_settings):
     app = build_app(make_settings(offline_token_delay=0.01, stream_interval=0.0))
     from ui.chat_handler import ChatHandlers
-    handlers = ChatHandlers(app.registry, app.settings)
+    handlers = ChatHandlers(app.registry, app.settings, app.credentials)
     await api(app, handlers, "My name is Stopper")
     shown = []
 

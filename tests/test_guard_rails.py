@@ -63,7 +63,8 @@ def test_no_global_chat_objects_or_thread_locals():
 def test_the_registry_is_the_only_ttl_cache():
     users = [path for path, tree in _trees() for node in ast.walk(tree)
              if isinstance(node, ast.Name) and node.id == "TTLCache"]
-    assert set(users) == {"memory/registry.py"}
+    # the rate limiter's timestamp buckets are the one documented exception (no user data in them)
+    assert set(users) == {"memory/registry.py", "security/rate_limit.py"}
 
 
 def test_no_tool_takes_a_session_or_user_id():
@@ -92,6 +93,6 @@ def test_chat_is_not_limited_to_one_user_at_a_time(make_settings, setting):
     app = build_app(make_settings())
     assert getattr(app.settings, setting) > 1
     chat = [fn for fn in app.demo.fns.values() if fn.api_name == "chat"]
-    assert chat and chat[0].concurrency_limit == app.settings.concurrency_limit > 1
-    assert app.demo._queue.max_size == app.settings.queue_max
+    assert chat and chat[0].concurrency_limit == app.settings.gradio_event_limit > app.settings.concurrency_limit > 1
+    assert app.demo._queue.max_size == app.settings.gradio_event_limit
     assert app.settings.max_threads >= app.settings.concurrency_limit

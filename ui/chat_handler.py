@@ -17,6 +17,9 @@ from agent.cmw_agent import TextDelta
 from agent.context import TurnContext
 from memory.registry import SessionRegistry
 from memory.session import Session
+from security.admission import Admission, Busy
+from security.owner import COOKIE_NAME, OwnerCredentials
+from security.rate_limit import RateLimiter, rate_limit_message
 from settings import Settings
 from ui.input_guard import clean_message, refusal_for
 from ui.render import TurnView, render_transcript
@@ -28,17 +31,51 @@ NO_SESSION_MESSAGE = ("This endpoint needs a session: use the web page, or gradi
 ERROR_MESSAGE = "Sorry, something went wrong while answering. Please try again."
 
 
+def _cookie(request, name: str) -> str | None:
+    raw = getattr(request, "request", None)
+    cookies = raw.cookies if raw is not None else getattr(request, "cookies", None) or {}
+    return cookies.get(name)
+
+
+def _client_host(request) -> str:
+    raw = getattr(request, "request", None)
+    client = raw.client if raw is not None else getattr(request, "client", None)
+    return getattr(client, "host", None) or "unknown"
+
+
 class ChatHandlers:
-    def __init__(self, registry: SessionRegistry, settings: Settings):
+    """The Gradio handlers. Shared by all users; holds references to shared services only."""
+
+    def __init__(self, registry: SessionRegistry, settings: Settings, credentials: OwnerCredentials):
         self._registry = registry
         self._settings = settings
+        self._credentials = credentials
+        self._owner_limit = RateLimiter(settings.rate_limit_per_owner)
+        self._ip_limit = RateLimiter(settings.rate_limit_per_ip)
+        self._admission = Admission(settings.concurrency_limit, settings.queue_max)
 
     # -- session resolution -------------------------------------------------------------------
     def resolve(self, request: gr.Request | None) -> Session:
+        """The caller's session: by session_hash, served only to the owner it is bound to."""
         session_hash = getattr(request, "session_hash", None) if request is not None else None
         if not session_hash:
             raise gr.Error(NO_SESSION_MESSAGE, print_exception=False)
-        return self._registry.get_or_create(session_hash)
+        owner = self._credentials.owner_of(_cookie(request, COOKIE_NAME))
+        return self._registry.get_or_create(session_hash, owner, getattr(request, "username", None))
+
+    def _refusal(self, session: Session, request, text: str) -> str | None:
+        """Why this message is not run (length, empty, rate), or None. A refused message is not stored."""
+        refusal = refusal_for(text, max_chars=self._settings.max_message_chars)
+        if refusal:
+            return refusal
+        owner_key = session.owner or session.fingerprint
+        wait = self._owner_limit.wait_seconds(owner_key)
+        if wait:
+            return rate_limit_message(self._owner_limit.limit, wait)
+        wait = self._ip_limit.wait_seconds(self._credentials.fingerprint(_client_host(request)))
+        if wait:
+            return rate_limit_message(self._ip_limit.limit, wait)
+        return None
 
     def _existing(self, request: gr.Request | None) -> Session | None:
         session_hash = getattr(request, "session_hash", None) if request is not None else None
@@ -46,8 +83,20 @@ class ChatHandlers:
 
     # -- one turn ------------------------------------------------------------------------------
     async def _run_turn(self, session: Session, text: str) -> AsyncIterator[TurnView]:
-        """Stream one turn as successive views, at most one every ``stream_interval`` seconds."""
+        """Stream one turn as successive views, at most one every ``stream_interval`` seconds.
+
+        Waits for a process-wide slot (bounded waiting, else a busy answer), then for the session's lock.
+        """
         view = TurnView()
+        try:
+            async with self._admission.slot():
+                async for update in self._locked_turn(session, text, view):
+                    yield update
+        except Busy as busy:
+            view.apply(TextDelta(str(busy)))
+            yield view
+
+    async def _locked_turn(self, session: Session, text: str, view: TurnView) -> AsyncIterator[TurnView]:
         async with session.turn_lock:  # two submits of one session never interleave
             before = len((await session.memory.load()).messages)
             session.touch()
@@ -86,7 +135,7 @@ class ChatHandlers:
         session = self.resolve(request)
         text = clean_message(message)
         history = render_transcript((await session.memory.load()).messages)
-        refusal = refusal_for(text, max_chars=self._settings.max_message_chars)
+        refusal = self._refusal(session, request, text)
         if refusal:
             yield history + [gr.ChatMessage(role="assistant", content=refusal)]
             return
@@ -126,7 +175,7 @@ class ChatHandlers:
         """``/chat``: one message in, the reply text streamed out. One gradio_client.Client = one session."""
         session = self.resolve(request)
         text = clean_message(message)
-        refusal = refusal_for(text, max_chars=self._settings.max_message_chars)
+        refusal = self._refusal(session, request, text)
         if refusal:
             yield refusal
             return

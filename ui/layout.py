@@ -17,7 +17,7 @@ Try: *My name is Alice* · *What's my name?* · *Add 2 apples to my cart* · *Sh
 
 
 def build_ui(handlers: ChatHandlers, settings: Settings, model_label: str, how_to_switch: str) -> gr.Blocks:
-    limit = settings.concurrency_limit
+    limit = settings.gradio_event_limit  # running turns + waiting ones (see security/admission.py)
     with gr.Blocks(title="CMW Agent") as demo:
         gr.Markdown(INTRO.format(label=model_label, how_to_switch=how_to_switch), elem_id="model-banner")
         chatbot = gr.Chatbot(label="Conversation", height=520, elem_id="chatbot", buttons=["copy"],

@@ -40,6 +40,24 @@ RETRY = '#chatbot button[aria-label="Retry"]'
 UNDO = '#chatbot button[aria-label="Undo"]'
 
 
+# A turn is running while the textbox is disabled and shows a stop button (ui/layout.py: start/finish).
+# A MutationObserver notes that this happened, however briefly, so a fast turn cannot be missed.
+ARM_JS = """() => {
+  window.__e2eBusy = false;
+  if (window.__e2eObserver) window.__e2eObserver.disconnect();
+  const box = document.querySelector('#message');
+  window.__e2eObserver = new MutationObserver((records) => {
+    for (const r of records) {
+      const disabledToggled = r.type === 'attributes' && r.attributeName === 'disabled'
+                              && r.target.tagName === 'TEXTAREA';
+      if (disabledToggled || box.querySelector('[data-testid="stop-button"]')) window.__e2eBusy = true;
+    }
+  });
+  window.__e2eObserver.observe(box, {subtree: true, childList: true, attributes: true,
+                                     attributeFilter: ['disabled']});
+}"""
+
+
 def _require_chromium() -> None:
     if Path(CHROMIUM).exists():
         return
@@ -110,10 +128,6 @@ class ChatPage:
         assert session is not None, "the server has no session for this tab"
         return run_async(session.memory.load())
 
-    def _finished_turns(self) -> int:
-        session = self.session()
-        return 0 if session is None else session.stats.turns + session.stats.stopped_turns
-
     def wait_server(self, predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT_MS / 1000) -> None:
         """Synchronisation only: poll server state while letting playwright pump its events."""
         deadline = time.monotonic() + timeout
@@ -133,14 +147,18 @@ class ChatPage:
 
     def ask(self, text: str) -> str:
         """Send a message, wait for the whole answer; returns the text of the last bot message."""
-        before = self._finished_turns()
+        self.arm()
         self.send(text)
-        self.wait_turn_done(before)
+        self.wait_turn_done()
         return self.last_bot_text()
 
-    def wait_turn_done(self, turns_before: int) -> None:
-        """Wait until the server finished one more turn and the page is idle again."""
-        self.wait_server(lambda: self._finished_turns() > turns_before, "the turn to finish")
+    def arm(self) -> None:
+        """Start watching for the page to go busy (call before the action that starts a turn)."""
+        self.page.evaluate(ARM_JS)
+
+    def wait_turn_done(self) -> None:
+        """After :meth:`arm` and an action: wait until the page went busy and is idle again."""
+        self.page.wait_for_function("() => window.__e2eBusy === true")
         self.wait_idle()
 
     def wait_idle(self) -> None:

@@ -36,6 +36,8 @@ def side_by_side(left, right, path) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     shots = []
     for n, chat in enumerate((left, right)):
+        # For the picture only: let the chat grow to its content so the whole conversation shows.
+        chat.page.add_style_tag(content="#chatbot { height: auto !important; max-height: none !important; }")
         shot = RESULTS / f"_side_{n}.png"
         chat.screenshot(shot)
         shots.append(Image.open(shot).convert("RGB"))
@@ -69,11 +71,10 @@ def test_two_people_see_only_their_own_conversation_and_cart(launch_app, open_ch
               ("Add 2 apples to my cart", "Add quinoa to my cart"),
               (f"Add 3 {item_a} to my cart", f"Add 1 {item_b} to my cart")]
     for text_a, text_b in script:
-        turns = [(chat, chat._finished_turns()) for chat in (alice, bob)]
+        alice.arm(), bob.arm()
         alice.send(text_a)
         bob.send(text_b)
-        for chat, before in turns:
-            chat.wait_turn_done(before)
+        alice.wait_turn_done(), bob.wait_turn_done()
         never_leaked()
 
     assert alice.ask("What's my name?") == f"Your name is {name_a}."
@@ -126,7 +127,7 @@ def test_tool_call_is_a_collapsible_bubble_from_pending_to_done(launch_app, open
     monkeypatch.setattr(agent.tools, "add_op", slow_add_op)
     app, url = launch_app()
     chat = open_chat(app, url)
-    before = chat._finished_turns()
+    chat.arm()
     chat.send("Add 2 apples to my cart")
 
     bubble = chat.tool_bubbles.last
@@ -137,7 +138,7 @@ def test_tool_call_is_a_collapsible_bubble_from_pending_to_done(launch_app, open
     expect(chat.stop_button).to_be_visible()
     assert "Added 2 × Apples" not in chat.chat_text()
 
-    chat.wait_turn_done(before)
+    chat.wait_turn_done()
     # Done: the spinner is gone, the tool's run time is shown, the bubble is collapsed...
     expect(title.locator(".loading-spinner")).to_have_count(0)
     expect(title.locator(".duration")).to_have_text(re.compile(r"\(\d+(\.\d+)?m?s\)"))
@@ -171,7 +172,9 @@ def test_stop_keeps_the_partial_answer_and_memory_agrees(launch_app, open_chat):
 
     # Streaming stops: the page is idle again and the answer no longer grows.
     chat.wait_idle()
-    chat.wait_server(lambda: chat.session().stats.stopped_turns == 1, "the server to record the stop")
+    session = chat.session()
+    chat.wait_server(lambda: session.stats.stopped_turns == 1 and not session.turn_lock.locked(),
+                     "the server to settle the stopped turn")
     partial = chat.last_bot_text()
     chat.page.wait_for_timeout(1000)
     assert chat.last_bot_text() == partial, "the answer kept growing after Stop"
@@ -252,9 +255,9 @@ def test_retry_answers_again_and_shows_one_copy(launch_app, open_chat):
     first = chat.ask("Add 2 apples to my cart")
     assert first.startswith("Added 2 × Apples")
 
-    before = chat._finished_turns()
+    chat.arm()
     chat.click_retry()
-    chat.wait_turn_done(before)
+    chat.wait_turn_done()
     assert chat.last_bot_text() == first
     assert chat.user_texts() == [f"My name is {name}", "Add 2 apples to my cart"]
     assert len(chat.tool_bubbles.all()) == 1
@@ -264,9 +267,9 @@ def test_retry_answers_again_and_shows_one_copy(launch_app, open_chat):
     assert "2 × Apples" in cart and "4 × Apples" not in cart
     assert chat.ask("What's my name?") == f"Your name is {name}."
     # Retrying a plain answer re-answers it once, too.
-    before = chat._finished_turns()
+    chat.arm()
     chat.click_retry()
-    chat.wait_turn_done(before)
+    chat.wait_turn_done()
     assert chat.user_texts() == [f"My name is {name}", "Add 2 apples to my cart", "Show my cart",
                                  "What's my name?"]
     assert chat.last_bot_text() == f"Your name is {name}."

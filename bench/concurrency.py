@@ -1,0 +1,205 @@
+"""Benchmark 1 + 2: N concurrent chat sessions against the real app and against the naive baseline.
+
+Each app is started as a child process on 127.0.0.1 with the offline model at a fixed per-token delay.
+For every N, N simulated users (own HTTP client + cookie jar each, one session_hash each) send one
+~50-token turn at the same moment through Gradio's queue protocol (see loadgen.py). Per round we record:
+
+* wall time of the round (first join sent -> last reply completed) and wall(N)/wall(1);
+* time to first token (TTFT) p50/p99, and the first-token overhead = TTFT - the model's own first-token
+  delay (the offline model sleeps one token delay before its first token);
+* mean gap between streamed tokens (ideal: the token delay) and p99 gap between UI updates;
+* errors (HTTP errors, error events, wrong replies) and turns not served before the round deadline;
+* app CPU seconds (from /proc via psutil) during the round and per 1,000 streamed tokens, next to the
+  load generator's own CPU and the CPU used by everything else on the machine;
+* canary leaks: every reply token carries its session's id (``Canary<i>.<j>``); a reply holding any
+  other id is a leak. After each round with N >= 10 a few sessions also ask "What's my name?" (recall):
+  the answer must be their own name.
+
+    .venv/bin/python bench/concurrency.py [--ns 1 10 50 100 200] [--apps cmw naive] [--deadline 45]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, AppProcess, bench_env, loadavg  # noqa: E402
+from loadgen import (Turn, User, canary_message, canary_reply, discover, foreign_canaries,  # noqa: E402
+                     new_session_hash, recall_reply)
+
+TOKEN_DELAY = 0.02
+DEFAULT_NS = (1, 10, 50, 100, 200)
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    key: str
+    label: str
+    script: str
+    env: dict
+
+
+APPS = {
+    "cmw": AppSpec("cmw", "CMW app (app_ng.py, defaults)", "app_ng.py", {}),
+    "cmw-per-token": AppSpec("cmw-per-token", "CMW app, one yield per token (CMW_STREAM_INTERVAL=0)",
+                             "app_ng.py", {"CMW_STREAM_INTERVAL": "0"}),
+    "naive": AppSpec("naive", "naive ChatInterface (bench/naive_app.py, Gradio defaults)",
+                     "bench/naive_app.py", {}),
+}
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def _busy(cpu) -> float:
+    return cpu.user + cpu.nice + cpu.system + cpu.irq + cpu.softirq + getattr(cpu, "steal", 0.0)
+
+
+async def run_round(app: AppProcess, endpoint, n: int, *, first_id: int, deadline: float,
+                    recall: int = 4, token_delay: float = TOKEN_DELAY) -> dict:
+    users = [User(app.url, timeout=deadline + 60) for _ in range(n)]
+    try:
+        opened = await asyncio.gather(*(u.open("/") for u in users), return_exceptions=True)
+        open_errors = sum(1 for s in opened if s != 200)
+        ids = list(range(first_id, first_id + n))
+        records = [Turn(new_session_hash(), canary_message(i)) for i in ids]
+
+        cpu0, lg0, sys0, t0 = app.cpu_seconds(), time.process_time(), _busy(psutil.cpu_times()), time.perf_counter()
+        tasks = [asyncio.create_task(u.turn(endpoint, r.session_hash, r.message, r)) for u, r in zip(users, records)]
+        done, pending = await asyncio.wait(tasks, timeout=deadline)
+        t1 = time.perf_counter()
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        cpu1, lg1, sys1 = app.cpu_seconds(), time.process_time(), _busy(psutil.cpu_times())
+
+        ok = [r for r in records if r.ok]
+        unserved = [r for r in records if r.error == "cancelled (deadline)"]
+        leaks = [r for r, i in zip(records, ids) if foreign_canaries(r.text, i)]
+        wrong = [r for r, i in zip(records, ids) if r.ok and r.text != canary_reply(i) and r not in leaks]
+        errors: dict[str, int] = {}
+        for r in records:
+            if r.error and r not in unserved:
+                key = r.error.split(":")[0]
+                errors[key] = errors.get(key, 0) + 1
+        if wrong:
+            errors["wrong reply"] = len(wrong)
+
+        ttft = [r.ttft for r in ok if r.ttft is not None]
+        gaps = [r.token_gap for r in ok if r.token_gap is not None]
+        update_gaps = [b - a for r in ok for a, b in zip(r.updates, r.updates[1:])]
+        tokens = sum(r.tokens for r in ok)
+        app_cpu = cpu1 - cpu0
+        wall = (max(r.t_done for r in ok) - t0) if len(ok) == n else (t1 - t0)
+
+        # recall: a few sessions ask for their name; the answer must be their own (shared memory fails)
+        recall_checked = recall_leaks = recall_wrong = 0
+        if n >= 10 and recall and ok:
+            picks = [(users[records.index(r)], r, ids[records.index(r)]) for r in ok[: recall]]
+            answers = await asyncio.wait_for(asyncio.gather(
+                *(u.turn(endpoint, r.session_hash, "What's my name?") for u, r, _ in picks)), timeout=60)
+            for (_, _, i), answer in zip(picks, answers):
+                recall_checked += 1
+                if foreign_canaries(answer.text, i):
+                    recall_leaks += 1
+                elif answer.text != recall_reply(i):
+                    recall_wrong += 1
+        return {
+            "n": n, "ok": len(ok), "open_errors": open_errors, "errors": sum(errors.values()),
+            "error_kinds": errors, "unserved_at_deadline": len(unserved), "deadline_s": deadline,
+            "wall_s": wall,
+            "ttft_p50_ms": _ms(pct(ttft, 50)), "ttft_p99_ms": _ms(pct(ttft, 99)), "ttft_max_ms": _ms(max(ttft, default=None)),
+            "first_token_overhead_p50_ms": _ms(None if not ttft else pct(ttft, 50) - token_delay),
+            "first_token_overhead_p99_ms": _ms(None if not ttft else pct(ttft, 99) - token_delay),
+            "token_gap_mean_ms": _ms(float(np.mean(gaps)) if gaps else None),
+            "update_gap_p50_ms": _ms(pct(update_gaps, 50)), "update_gap_p99_ms": _ms(pct(update_gaps, 99)),
+            "turn_wall_p99_s": pct([r.wall for r in ok], 99),
+            "tokens_streamed": tokens,
+            "app_cpu_s": app_cpu, "app_cpu_per_1k_tokens_s": (app_cpu / tokens * 1000) if tokens else None,
+            "app_cpu_share_of_core": app_cpu / (t1 - t0),
+            "loadgen_cpu_s": lg1 - lg0, "other_cpu_s": max(0.0, (sys1 - sys0) - app_cpu - (lg1 - lg0)),
+            "stream_leaks": len(leaks), "recall_checked": recall_checked, "recall_leaks": recall_leaks,
+            "recall_wrong": recall_wrong, "leaks": len(leaks) + recall_leaks,
+        }
+    finally:
+        await asyncio.gather(*(u.aclose() for u in users), return_exceptions=True)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
+
+
+async def _series(app: AppProcess, ns, deadline: float, log) -> tuple[list[dict], dict]:
+    endpoint = await discover(app.url, "chat")
+    # warm-up: imports, first-call caches, connection setup; not recorded
+    await run_round(app, endpoint, 1, first_id=900_000, deadline=deadline, recall=0)
+    await run_round(app, endpoint, min(10, max(ns)), first_id=900_100, deadline=deadline, recall=0)
+    app.wait_idle()
+    c0, t0 = app.cpu_seconds(), time.monotonic()
+    await asyncio.sleep(2.0)
+    idle = {"idle_cpu_share_of_core": (app.cpu_seconds() - c0) / (time.monotonic() - t0)}
+    rounds = []
+    first_id = 1
+    for n in ns:
+        app.wait_idle()
+        load = loadavg()[0]
+        result = await run_round(app, endpoint, n, first_id=first_id, deadline=deadline)
+        result["loadavg_1m_before"] = load
+        first_id += n
+        rounds.append(result)
+        log(_line(result))
+    idle["rss_after_mib"] = app.rss() / 2**20
+    return rounds, idle
+
+
+def _line(r: dict) -> str:
+    def f(v, spec=".0f"):
+        return "-" if v is None else format(v, spec)
+    return (f"  N={r['n']:>4}  ok={r['ok']:>4}  err={r['errors']}  unserved={r['unserved_at_deadline']}  "
+            f"wall={r['wall_s']:.2f}s  ttft p50/p99={f(r['ttft_p50_ms'])}/{f(r['ttft_p99_ms'])} ms  "
+            f"gap={f(r['token_gap_mean_ms'], '.1f')} ms  cpu/1k tok={f(r['app_cpu_per_1k_tokens_s'], '.2f')} s  "
+            f"leaks={r['leaks']} (recall {r['recall_leaks']}/{r['recall_checked']})  "
+            f"lg cpu={r['loadgen_cpu_s']:.2f}s other={r['other_cpu_s']:.2f}s")
+
+
+def run(apps=("cmw", "naive"), ns=DEFAULT_NS, deadline: float = 45.0, token_delay: float = TOKEN_DELAY,
+        log=print) -> dict:
+    out = {"token_delay_s": token_delay, "ns": list(ns), "deadline_s": deadline, "apps": {}}
+    for key in apps:
+        spec = APPS[key]
+        log(f"[concurrency] {spec.label}")
+        env = bench_env(CMW_OFFLINE_TOKEN_DELAY=token_delay, **spec.env)
+        with AppProcess(key, spec.script, env) as app:
+            rounds, idle = asyncio.run(_series(app, ns, deadline, log))
+        base = rounds[0]["wall_s"] if rounds and rounds[0]["ok"] else None
+        for r in rounds:
+            r["wall_ratio"] = (r["wall_s"] / base) if base else None
+        out["apps"][key] = {"label": spec.label, "script": spec.script, "env": spec.env, "rounds": rounds, **idle}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apps", nargs="+", default=["cmw", "naive"], choices=sorted(APPS))
+    parser.add_argument("--ns", nargs="+", type=int, default=list(DEFAULT_NS))
+    parser.add_argument("--deadline", type=float, default=45.0, help="seconds per round before unserved turns are cut")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    results = run(args.apps, args.ns, args.deadline)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
