@@ -34,7 +34,7 @@ class Settings:
     session_ttl: float = 3600.0
     # serving
     concurrency_limit: int = 200  # turns streaming at once
-    max_threads: int = 1240
+    max_threads: int = 2440
     queue_max: int = 1000  # turns waiting for a slot; beyond this the user is told the app is busy
     stream_interval: float = 0.04
     max_message_chars: int = 4000
@@ -48,8 +48,9 @@ class Settings:
 
     @property
     def gradio_event_limit(self) -> int:
-        """Chat events Gradio may run at once: the running turns plus the ones waiting in Admission."""
-        return self.concurrency_limit + self.queue_max
+        """Chat events Gradio may start at once: running and waiting turns, plus as many again that are
+        answered "busy" straight away (see security/admission.py) instead of waiting unseen in Gradio's queue."""
+        return 2 * (self.concurrency_limit + self.queue_max)
 
     @property
     def uses_offline_model(self) -> bool:
@@ -76,7 +77,7 @@ class Settings:
             session_max=max(1, _int(env, "CMW_SESSION_MAX", cls.session_max)),
             session_ttl=max(1.0, _float(env, "CMW_SESSION_TTL", cls.session_ttl)),
             concurrency_limit=concurrency,
-            max_threads=max(40, _int(env, "CMW_MAX_THREADS", concurrency + queue_max + 40)),
+            max_threads=max(40, _int(env, "CMW_MAX_THREADS", 2 * (concurrency + queue_max) + 40)),
             queue_max=queue_max,
             stream_interval=max(0.0, _float(env, "CMW_STREAM_INTERVAL", cls.stream_interval)),
             max_message_chars=max(1, _int(env, "CMW_MAX_MESSAGE_CHARS", cls.max_message_chars)),

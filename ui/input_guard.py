@@ -17,7 +17,7 @@ def clean_message(raw: object) -> str:
     if isinstance(raw, dict):
         raw = raw.get("text", "")
     text = "" if raw is None else str(raw)
-    text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates -> U+FFFD
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")  # lone surrogates -> U+FFFD
     text = unicodedata.normalize("NFC", text.replace("\r\n", "\n"))
     return _CONTROL.sub("", text).strip()
 
