@@ -14,21 +14,25 @@ import threading
 from dataclasses import dataclass, field
 
 import gradio as gr
-from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.catalog import load_catalog
-from agent.cmw_agent import build_agent_graph
+from agent.cmw_agent import AgentRuntime
 from agent.models import build_chat_model
 from starlette.middleware import Middleware
 
 from memory.conversation_memory import ConversationMemoryManager
 from memory.fingerprint import Fingerprinter
 from memory.registry import SessionRegistry
+from memory.retention import RetentionSweeper
 from memory.session import make_session_factory
+from memory.store import ConversationStore
 from security.http_guard import OwnerGuard
 from security.owner import OwnerCredentials, load_or_create_key
 from settings import Settings
 from ui.chat_handler import ChatHandlers
+from ui.conversations import ConversationHandlers
+from ui.edge import SessionEdge
+from ui.privacy import PrivacyHandlers
 from ui.layout import build_ui
 
 log = logging.getLogger("cmw")
@@ -41,6 +45,8 @@ class App:
     demo: gr.Blocks
     registry: SessionRegistry
     credentials: OwnerCredentials
+    manager: ConversationMemoryManager
+    retention: RetentionSweeper
     settings: Settings
     model_label: str
     _stop_sweeper: threading.Event = field(default_factory=threading.Event)
@@ -50,15 +56,15 @@ class App:
         options = dict(max_threads=self.settings.max_threads, show_error=False, run_history=False,
                        footer_links=["api", "gradio"], app_kwargs={"middleware": [guard]})
         options.update(overrides)
-        self._start_sweeper()
+        self._start_session_sweeper()
         self.demo.launch(**options)
 
     def close(self) -> None:
         self._stop_sweeper.set()
         self.demo.close()
 
-    def _start_sweeper(self) -> None:
-        """Expire idle sessions even when no request arrives to trigger it."""
+    def _start_session_sweeper(self) -> None:
+        """Release idle sessions even when no request arrives to trigger it (their data stays stored)."""
         interval = max(0.5, min(60.0, self.settings.session_ttl / 4))
 
         def sweep() -> None:
@@ -70,20 +76,33 @@ class App:
         threading.Thread(target=sweep, name="cmw-session-sweeper", daemon=True).start()
 
 
+def pii_middleware(settings: Settings) -> list:
+    """Optional redaction of emails, card numbers and IPs before anything is stored or sent to the model."""
+    if not settings.redact_pii:
+        return []
+    from langchain.agents.middleware import PIIMiddleware
+
+    return [PIIMiddleware(kind, strategy="redact", apply_to_input=True, apply_to_output=True,
+                          apply_to_tool_results=True) for kind in ("email", "credit_card", "ip")]
+
+
 def build_app(settings: Settings | None = None) -> App:
     settings = settings or Settings.from_env()
     choice = build_chat_model(settings)
     key = load_or_create_key(settings.data_dir, settings.secret_key)
     credentials = OwnerCredentials(key, same_site=settings.cookie_same_site)
-    graph = build_agent_graph(choice.model, load_catalog(), InMemorySaver())
-    memory = ConversationMemoryManager(graph, durable=False)
-    registry = SessionRegistry(make_session_factory(graph, memory), maxsize=settings.session_max,
+    store = ConversationStore(data_dir=settings.data_dir, database_url=settings.database_url)
+    runtime = AgentRuntime(choice.model, load_catalog(), store.checkpointer, middleware=pii_middleware(settings))
+    manager = ConversationMemoryManager(runtime, store)
+    registry = SessionRegistry(make_session_factory(manager), maxsize=settings.session_max,
                                ttl=settings.session_ttl, fingerprint=Fingerprinter(key))
-    handlers = ChatHandlers(registry, settings, credentials)
-    demo = build_ui(handlers, settings, choice.label, choice.how_to_switch)
+    retention = RetentionSweeper(store, days=settings.retention_days, interval=settings.retention_sweep_seconds)
+    edge = SessionEdge(registry, credentials, on_first_request=retention.start)
+    demo = build_ui(ChatHandlers(edge, manager, settings), ConversationHandlers(edge, manager),
+                    PrivacyHandlers(edge, manager, settings), settings, choice.label, choice.how_to_switch)
     demo.queue(api_open=False, max_size=settings.gradio_event_limit,
                default_concurrency_limit=settings.gradio_event_limit)
-    return App(demo, registry, credentials, settings, choice.label)
+    return App(demo, registry, credentials, manager, retention, settings, choice.label)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -45,6 +45,10 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)
     # storage
     data_dir: Path = Path("data")
+    database_url: str | None = field(default=None, repr=False)
+    retention_days: float = 30.0
+    retention_sweep_seconds: float = 3600.0
+    redact_pii: bool = False
 
     @property
     def gradio_event_limit(self) -> int:
@@ -86,6 +90,10 @@ class Settings:
             cookie_same_site=same_site,
             secret_key=env.get("CMW_SECRET_KEY", "").strip() or None,
             data_dir=Path(env.get("CMW_DATA_DIR", "").strip() or "data"),
+            database_url=env.get("DATABASE_URL", "").strip() or None,
+            retention_days=max(0.0, _float(env, "CMW_RETENTION_DAYS", cls.retention_days)),
+            retention_sweep_seconds=max(1.0, _float(env, "CMW_RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds)),
+            redact_pii=env.get("CMW_REDACT_PII", "").strip().lower() in {"1", "true", "yes", "on"},
         )
 
     def replace(self, **changes) -> "Settings":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, AsyncIterator, Union
+from typing import Annotated, AsyncIterator, Awaitable, Callable, Union
 
 from langchain.agents import AgentState, create_agent
 from langchain_core.language_models import BaseChatModel
@@ -34,10 +34,31 @@ class CmwAgentState(AgentState):
     cart: Annotated[Cart, apply_cart_ops]
 
 
-def build_agent_graph(model: BaseChatModel, catalog: Catalog, checkpointer: Checkpointer):
+def build_agent_graph(model: BaseChatModel, catalog: Catalog, checkpointer: Checkpointer, middleware=()):
     """The process-wide compiled agent graph. Read-only after construction; shared by all sessions."""
-    return create_agent(model, build_tools(catalog), system_prompt=SYSTEM_PROMPT,
+    return create_agent(model, build_tools(catalog), system_prompt=SYSTEM_PROMPT, middleware=list(middleware),
                         state_schema=CmwAgentState, context_schema=TurnContext, checkpointer=checkpointer)
+
+
+class AgentRuntime:
+    """The shared agent: model, tools and middleware compiled over the store's checkpointer.
+
+    Async checkpointers bind the running event loop, so the graph is compiled on first use, inside the
+    app's loop. After that it is read-only and shared by every session.
+    """
+
+    def __init__(self, model: BaseChatModel, catalog: Catalog,
+                 checkpointer: Callable[[], Awaitable[Checkpointer]], middleware=()):
+        self._model, self._catalog, self._middleware = model, catalog, tuple(middleware)
+        self._checkpointer = checkpointer
+        self._graph = None
+
+    async def graph(self):
+        if self._graph is None:
+            saver = await self._checkpointer()
+            if self._graph is None:
+                self._graph = build_agent_graph(self._model, self._catalog, saver, self._middleware)
+        return self._graph
 
 
 @dataclass(frozen=True)
@@ -76,20 +97,21 @@ def _tool_messages(update) -> list[ToolMessage]:
 class CmwAgent:
     """Runs turns of one session's current conversation on the shared graph.
 
-    ``graph`` is the process-wide compiled graph (read-only); ``memory`` is this session's
+    ``runtime`` is the process-wide agent (read-only); ``memory`` is this session's current
     conversation entry (anything with a checkpointer ``config``).
     """
 
-    def __init__(self, graph, memory):
-        self.graph = graph
+    def __init__(self, runtime: AgentRuntime, memory):
+        self.runtime = runtime
         self.memory = memory
 
     async def stream_turn(self, text: str, context: TurnContext) -> AsyncIterator[TurnEvent]:
         """Run one user turn, yielding text deltas and tool start/finish events as they happen."""
         started: dict[str, tuple[str, float]] = {}
         inputs = {"messages": [HumanMessage(content=text)]}
-        async for mode, data in self.graph.astream(inputs, self.memory.config, context=context,
-                                                   stream_mode=["messages", "updates"]):
+        graph = await self.runtime.graph()
+        async for mode, data in graph.astream(inputs, self.memory.config, context=context,
+                                              stream_mode=["messages", "updates"]):
             if mode == "messages":
                 chunk, meta = data
                 if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") == "model" and chunk.text:

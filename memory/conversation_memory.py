@@ -1,9 +1,9 @@
 """ConversationMemoryManager: per-conversation memory entries over a LangGraph checkpointer.
 
 Each conversation is one checkpointer thread, named by a server-made id (never the session_hash). The
-manager is shared; it holds the compiled graph (read-only) whose checkpointer stores every thread. The
-storage behind it is whatever checkpointer the graph was compiled with - in-memory, SQLite or
-PostgreSQL - so the UI never changes when the store does.
+manager is shared; it reaches the compiled graph (read-only) whose checkpointer stores every thread, and
+the :class:`~memory.store.ConversationStore` that lists conversations per owner. The storage behind
+it - SQLite or PostgreSQL - never shows in the UI.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, Remove
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
 from agent.cart import Cart, apply_cart_ops
+from memory.store import ConversationStore
 
 
 @dataclass
@@ -46,13 +47,14 @@ def _answered_tool_calls(messages: list[BaseMessage]) -> list[BaseMessage]:
 class ConversationMemory:
     """The memory entry of one conversation: load it, rewrite it, drop its last turn."""
 
-    def __init__(self, graph: Any, conversation_id: str):
-        self._graph = graph
+    def __init__(self, runtime: Any, conversation_id: str):
+        self._runtime = runtime
         self.conversation_id = conversation_id
         self.config = {"configurable": {"thread_id": conversation_id}}
 
     async def load(self) -> Transcript:
-        snapshot = await self._graph.aget_state(self.config)
+        graph = await self._runtime.graph()
+        snapshot = await graph.aget_state(self.config)
         values = snapshot.values or {}
         return Transcript(list(values.get("messages", [])), dict(values.get("cart") or {}))
 
@@ -60,7 +62,8 @@ class ConversationMemory:
         update: dict[str, Any] = {"messages": [RemoveMessage(id=REMOVE_ALL_MESSAGES), *messages]}
         if cart is not None:
             update["cart"] = {"op": "replace", "cart": cart}
-        await self._graph.aupdate_state(self.config, update, as_node="model")
+        graph = await self._runtime.graph()
+        await graph.aupdate_state(self.config, update, as_node="model")
 
     async def drop_last_turn(self) -> str | None:
         """Forget the last user turn and everything after it (cart included). Returns its text."""
@@ -96,20 +99,26 @@ class ConversationMemory:
 
 
 class ConversationMemoryManager:
-    """Hands out memory entries; shared by all sessions, holds no per-user data itself."""
+    """Hands out memory entries and manages an owner's conversations. Shared; holds no per-user data."""
 
-    def __init__(self, graph: Any, *, durable: bool):
-        self._graph = graph
-        self.durable = durable  # False: entries live only as long as their session
+    def __init__(self, runtime: Any, store: ConversationStore):
+        self.runtime = runtime
+        self.store = store
 
     @staticmethod
     def new_conversation_id() -> str:
         return uuid.uuid4().hex
 
     def entry(self, conversation_id: str | None = None) -> ConversationMemory:
-        return ConversationMemory(self._graph, conversation_id or self.new_conversation_id())
+        return ConversationMemory(self.runtime, conversation_id or self.new_conversation_id())
 
-    def release(self, memory: ConversationMemory) -> None:
-        """Called when a session ends. A non-durable store forgets the conversation now."""
-        if not self.durable:
-            self._graph.checkpointer.delete_thread(memory.conversation_id)
+    async def owned_entry(self, conversation_id: str, owner: str) -> ConversationMemory | None:
+        """The entry for a stored conversation of ``owner``; None for anyone else's or an unknown id."""
+        if not conversation_id or not owner:
+            return None
+        record = await self.store.get(conversation_id, owner)
+        return self.entry(record.id) if record else None
+
+    async def last_entry_of_session(self, owner: str, session_fingerprint: str) -> ConversationMemory | None:
+        record = await self.store.latest_for_session(owner, session_fingerprint)
+        return self.entry(record.id) if record else None

@@ -1,4 +1,4 @@
-"""The Gradio handlers in-process: session resolution, refusals, stop, clear/undo/retry."""
+"""The Gradio handlers in-process: session resolution, refusals, stop, clear/undo/retry, reload."""
 
 from __future__ import annotations
 
@@ -10,18 +10,28 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from app_ng import build_app
-from ui.chat_handler import NO_SESSION_MESSAGE
+from security.owner import COOKIE_NAME
+from ui.chat_handler import ChatHandlers
+from ui.edge import NO_COOKIE_MESSAGE, NO_SESSION_MESSAGE, SessionEdge
 from ui.input_guard import EMPTY_MESSAGE, too_long_message
+
+OWNER_TOKEN = {}
 
 
 @pytest.fixture
 def app(make_settings):
-    return build_app(make_settings(stream_interval=0.0))
+    app = build_app(make_settings(stream_interval=0.0))
+    OWNER_TOKEN["value"] = app.credentials.mint()
+    return app
 
 
+def request(session_hash: str | None, token: str | None = "same-owner"):
+    cookies = {COOKIE_NAME: OWNER_TOKEN["value"] if token == "same-owner" else token} if token else {}
+    return SimpleNamespace(session_hash=session_hash, headers={}, cookies=cookies, client=None, username=None)
 
-def request(session_hash: str | None):
-    return SimpleNamespace(session_hash=session_hash, headers={}, cookies={}, client=None, username=None)
+
+def chat_handlers(app):
+    return ChatHandlers(SessionEdge(app.registry, app.credentials), app.manager, app.settings)
 
 
 async def api(app, handlers, text, session_hash="tab-1"):
@@ -31,8 +41,7 @@ async def api(app, handlers, text, session_hash="tab-1"):
 
 @pytest.fixture
 def handlers(app):
-    from ui.chat_handler import ChatHandlers
-    return ChatHandlers(app.registry, app.settings, app.credentials)
+    return chat_handlers(app)
 
 
 async def test_request_without_session_hash_is_refused_and_creates_nothing(app, handlers):
@@ -40,6 +49,10 @@ async def test_request_without_session_hash_is_refused_and_creates_nothing(app, 
         with pytest.raises(gr.Error) as refused:
             await anext(handlers.api_chat("My name is Nobody", req))
         assert NO_SESSION_MESSAGE in str(refused.value)
+    for token in (None, "forged.token"):
+        with pytest.raises(gr.Error) as refused:
+            await anext(handlers.api_chat("My name is Nobody", request("tab-x", token)))
+        assert NO_COOKIE_MESSAGE in str(refused.value)
     assert len(app.registry) == 0
 
 
@@ -47,7 +60,7 @@ async def test_empty_and_oversized_messages_are_answered_and_not_stored(app, han
     assert await api(app, handlers, "   \x00\u200b ") == EMPTY_MESSAGE
     limit = app.settings.max_message_chars
     assert await api(app, handlers, "x" * (limit + 1)) == too_long_message(limit)
-    session = app.registry.get_or_create("tab-1")
+    session = app.registry.peek("tab-1")
     assert (await session.memory.load()).messages == []
 
 
@@ -58,8 +71,8 @@ async def test_control_characters_are_stripped_before_the_agent_sees_them(app, h
 
 async def test_stop_leaves_memory_equal_to_what_was_shown(make_settings):
     app = build_app(make_settings(offline_token_delay=0.01, stream_interval=0.0))
-    from ui.chat_handler import ChatHandlers
-    handlers = ChatHandlers(app.registry, app.settings, app.credentials)
+    OWNER_TOKEN["value"] = app.credentials.mint()
+    handlers = chat_handlers(app)
     await api(app, handlers, "My name is Stopper")
     shown = []
 
@@ -75,7 +88,7 @@ async def test_stop_leaves_memory_equal_to_what_was_shown(make_settings):
         await task
     visible = shown[-1]
     assert 0 < len(visible.split()) < 300
-    messages = (await app.registry.get_or_create("tab-1").memory.load()).messages
+    messages = (await app.registry.peek("tab-1").memory.load()).messages
     assert [type(m) for m in messages[-2:]] == [HumanMessage, AIMessage]
     assert messages[-2].text == "Count to 300" and messages[-1].text == visible
     assert await api(app, handlers, "What's my name?") == "Your name is Stopper."
@@ -84,27 +97,27 @@ async def test_stop_leaves_memory_equal_to_what_was_shown(make_settings):
 async def test_turns_of_one_session_never_interleave(app, handlers):
     first, second = await asyncio.gather(api(app, handlers, "Count to 30"), api(app, handlers, "Count to 20"))
     assert first == " ".join(map(str, range(1, 31))) and second == " ".join(map(str, range(1, 21)))
-    messages = (await app.registry.get_or_create("tab-1").memory.load()).messages
+    messages = (await app.registry.peek("tab-1").memory.load()).messages
     assert [type(m) for m in messages] == [HumanMessage, AIMessage, HumanMessage, AIMessage]
 
 
 async def test_undo_forgets_the_turn_and_its_cart_change(app, handlers):
     await api(app, handlers, "My name is Undone")
     await api(app, handlers, "Add 2 apples to my cart")
-    chat, text = await handlers.undo(request("tab-1"))
+    chat, text = await handlers.undo("", request("tab-1"))
     assert text == "Add 2 apples to my cart"
     assert [m.content for m in chat if m.role == "user"] == ["My name is Undone"]
     assert "empty" in await api(app, handlers, "Show my cart")
-    await handlers.undo(request("tab-1"))
-    chat, text = await handlers.undo(request("tab-1"))
+    await handlers.undo("", request("tab-1"))
+    chat, text = await handlers.undo("", request("tab-1"))
     assert text == "My name is Undone" and chat == []
     assert "don't know" in await api(app, handlers, "What's my name?")
 
 
 async def test_retry_answers_again_without_duplicating(app, handlers):
     await api(app, handlers, "Add 2 apples to my cart")
-    chats = [c async for c in handlers.retry(request("tab-1"))]
-    final = chats[-1]
+    chats = [c async for c in handlers.retry("", request("tab-1"))]
+    final = chats[-1][0]
     assert [m.content for m in final if m.role == "user"] == ["Add 2 apples to my cart"]
     assert "2 × Apples at $0.50 = $1.00\nTotal: $1.00" in await api(app, handlers, "Show my cart")
 
@@ -112,26 +125,31 @@ async def test_retry_answers_again_without_duplicating(app, handlers):
 async def test_clear_starts_an_empty_conversation(app, handlers):
     await api(app, handlers, "My name is Cleared")
     await api(app, handlers, "Add quinoa to my cart")
-    assert await handlers.clear(request("tab-1")) == []
+    chat, ref = await handlers.clear(request("tab-1"))
+    assert chat == [] and ref == app.registry.peek("tab-1").memory.conversation_id
     assert "don't know" in await api(app, handlers, "What's my name?")
     assert "empty" in await api(app, handlers, "Show my cart")
 
 
-async def test_page_load_shows_only_this_sessions_conversation(app, handlers):
+async def test_page_load_shows_only_this_tabs_conversation(app, handlers):
     await api(app, handlers, "My name is Loaded", session_hash="tab-1")
-    assert await handlers.load(request("tab-2")) == []
-    shown = await handlers.load(request("tab-1"))
+    ref = app.registry.peek("tab-1").memory.conversation_id
+    empty, new_ref = await handlers.load("", request("tab-2"))
+    assert empty == [] and new_ref != ref
+    shown, same_ref = await handlers.load(ref, request("tab-3"))  # a reload carries the tab's reference
+    assert same_ref == ref
     assert [m.content for m in shown] == ["My name is Loaded",
                                           "Nice to meet you, Loaded! I'll remember your name in this conversation."]
-    assert len(app.registry) == 1  # loading a page does not create a session
+    stranger, stranger_ref = await handlers.load(ref, request("tab-4", app.credentials.mint()))
+    assert stranger == [] and stranger_ref != ref
 
 
 async def test_tool_bubbles_go_from_pending_to_done(app, handlers):
     statuses = []
-    async for chat in handlers.respond("Add quinoa to my cart", request("tab-1")):
+    async for chat, _ in handlers.respond("Add quinoa to my cart", "", request("tab-1")):
         statuses += [m.metadata.get("status") for m in chat if m.metadata]
     assert "pending" in statuses and statuses[-1] == "done"
-    *_, final = [c async for c in handlers.respond("Show my cart", request("tab-1"))]
+    *_, (final, _) = [c async for c in handlers.respond("Show my cart", "", request("tab-1"))]
     bubbles = [m for m in final if m.metadata]
     assert [b.metadata["title"] for b in bubbles] == ["🛠️ add to cart", "🛠️ view cart"]
     assert all(b.metadata["status"] == "done" for b in bubbles)

@@ -7,14 +7,13 @@ import threading
 import weakref
 
 import pytest
-from langgraph.checkpoint.memory import InMemorySaver
-
 from agent.catalog import load_catalog
-from agent.cmw_agent import build_agent_graph
+from agent.cmw_agent import AgentRuntime
 from agent.offline_model import OfflineChatModel
 from memory.conversation_memory import ConversationMemoryManager
 from memory.registry import SessionRegistry
 from memory.session import make_session_factory
+from memory.store import ConversationStore
 
 
 class FakeClock:
@@ -26,13 +25,14 @@ class FakeClock:
 
 
 @pytest.fixture
-def make_registry():
+def make_registry(tmp_path):
     def make(maxsize: int = 100, ttl: float = 60.0, clock=None):
-        graph = build_agent_graph(OfflineChatModel(token_delay=0), load_catalog(), InMemorySaver())
-        manager = ConversationMemoryManager(graph, durable=False)
-        registry = SessionRegistry(make_session_factory(graph, manager), maxsize=maxsize, ttl=ttl,
+        store = ConversationStore(data_dir=tmp_path / "data")
+        runtime = AgentRuntime(OfflineChatModel(token_delay=0), load_catalog(), store.checkpointer)
+        manager = ConversationMemoryManager(runtime, store)
+        registry = SessionRegistry(make_session_factory(manager), maxsize=maxsize, ttl=ttl,
                                    timer=clock or FakeClock())
-        return registry, graph
+        return registry, manager
 
     return make
 
@@ -82,26 +82,36 @@ def test_size_eviction_releases_oldest(make_registry):
     assert registry.peek("k0") is None and registry.peek("k4") is sessions[4]
 
 
-async def _chat(session, text):
+async def _chat(session, manager, text):
     from agent.context import TurnContext
+    await manager.store.record_turn(session.memory.conversation_id, session.principal, session.fingerprint, text)
     async for _ in session.agent.stream_turn(text, TurnContext(session)):
         pass
 
 
-async def test_eviction_frees_the_session_and_its_conversation(make_registry):
+async def test_eviction_frees_the_live_session_and_loses_nothing(make_registry):
     clock = FakeClock()
-    registry, graph = make_registry(ttl=10, clock=clock)
-    session = registry.get_or_create("k")
-    await _chat(session, "My name is Evicted")
-    thread = session.memory.conversation_id
-    assert graph.checkpointer.storage.get(thread)
+    registry, manager = make_registry(ttl=10, clock=clock)
+    session = registry.get_or_create("k", owner="owner-a")
+    session.principal = "owner-a"
+    await _chat(session, manager, "My name is Evicted")
+    await _chat(session, manager, "Add 2 apples to my cart")
+    conversation = session.memory.conversation_id
     ref = weakref.ref(session)
     del session
     clock.now += 11
     assert registry.expire() == 1
     gc.collect()
     assert ref() is None, "an evicted session is still referenced somewhere"
-    assert not graph.checkpointer.storage.get(thread), "the evicted conversation is still stored"
+    again = registry.get_or_create("k", owner="owner-a")  # the same tab's next message
+    again.principal = "owner-a"
+    await again.rehydrate()
+    assert again.memory.conversation_id == conversation
+    transcript = await again.memory.load()
+    assert transcript.messages[0].text == "My name is Evicted" and transcript.cart["apple"]["qty"] == 2
+    await _chat(again, manager, "What's my name?")
+    assert (await again.memory.load()).messages[-1].text == "Your name is Evicted."
+    await manager.store.close()
 
 
 def test_get_or_create_is_atomic_under_threads(make_registry):

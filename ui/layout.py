@@ -1,30 +1,63 @@
-"""The page: a chat, a model banner, and the event wiring. Holds no state of its own."""
+"""The page: conversations panel, chat, "your data" panel, and the event wiring. Holds no state."""
 
 from __future__ import annotations
+
+from types import MappingProxyType
 
 import gradio as gr
 
 from settings import Settings
 from ui.chat_handler import ChatHandlers
+from ui.conversations import ConversationHandlers
+from ui.privacy import PrivacyHandlers
 
 INTRO = """### CMW Agent
-Every browser tab is its own private session: your conversation and cart are never shown to anyone else.
+Every browser tab is its own private session: your conversations and cart are never shown to anyone else.
 
 **Model:** {label}. {how_to_switch}
 
 Try: *My name is Alice* · *What's my name?* · *Add 2 apples to my cart* · *Show my cart* · *Show my session* · *Count to 40*
 """
 
+# A tab remembers which conversation it shows in sessionStorage: per tab, and it survives a reload.
+READ_TAB_CONVERSATION = "(ref) => sessionStorage.getItem('cmw-conversation') || ''"
+WRITE_TAB_CONVERSATION = "(ref) => { if (ref) { sessionStorage.setItem('cmw-conversation', ref); } return ref; }"
+HIDDEN = MappingProxyType({"api_visibility": "private"})
 
-def build_ui(handlers: ChatHandlers, settings: Settings, model_label: str, how_to_switch: str) -> gr.Blocks:
+
+def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: PrivacyHandlers,
+             settings: Settings, model_label: str, how_to_switch: str) -> gr.Blocks:
     limit = settings.gradio_event_limit  # running turns + waiting ones (see security/admission.py)
-    with gr.Blocks(title="CMW Agent") as demo:
+    with gr.Blocks(title="CMW Agent", delete_cache=(600, 600)) as demo:
         gr.Markdown(INTRO.format(label=model_label, how_to_switch=how_to_switch), elem_id="model-banner")
-        chatbot = gr.Chatbot(label="Conversation", height=520, elem_id="chatbot", buttons=["copy"],
-                             placeholder="Say hello, or try one of the phrases above.")
-        textbox = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, lines=1,
-                             max_lines=8, submit_btn=True, stop_btn=False, elem_id="message", autofocus=True)
+        conversation_ref = gr.Textbox(visible=False, elem_id="conversation-ref")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=240):
+                new_chat = gr.Button("➕ New chat", elem_id="new-chat")
+                conversation_list = gr.Radio(label="Your conversations", choices=[], elem_id="conversations")
+                rename_to = gr.Textbox(placeholder="New name for the selected conversation", show_label=False,
+                                       elem_id="rename-to")
+                with gr.Row():
+                    rename = gr.Button("Rename", size="sm", elem_id="rename")
+                    delete = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-conversation")
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(label="Conversation", height=520, elem_id="chatbot", buttons=["copy"],
+                                     placeholder="Say hello, or try one of the phrases above.")
+                textbox = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, lines=1,
+                                     max_lines=8, submit_btn=True, stop_btn=False, elem_id="message", autofocus=True)
+        with gr.Accordion("Your data: what this assistant keeps, export, delete", open=False) as data_panel:
+            keeps = gr.Markdown(elem_id="keeps")
+            with gr.Row():
+                show_keeps = gr.Button("Refresh", size="sm")
+                export = gr.Button("Export my data (JSON + Markdown)", size="sm", elem_id="export")
+                delete_all = gr.Button("Delete all my data", size="sm", variant="stop", elem_id="delete-all")
+            with gr.Row(visible=False) as confirm_row:
+                gr.Markdown("**Delete every conversation, message and cart you have here? This cannot be undone.**")
+                confirm = gr.Button("Yes, delete everything", variant="stop", elem_id="confirm-delete-all")
+                cancel = gr.Button("Cancel")
+            export_files = gr.File(label="Your export", file_count="multiple", interactive=False)
         pending = gr.State(None)  # the submitted text between the two steps of one submit; transient
+        export_folder = gr.State(None)  # this request's export folder until Gradio has copied the files
 
         def start(message):
             return gr.Textbox(value="", interactive=False, submit_btn=False, stop_btn=True), message
@@ -32,27 +65,56 @@ def build_ui(handlers: ChatHandlers, settings: Settings, model_label: str, how_t
         def finish():
             return gr.Textbox(interactive=True, submit_btn=True, stop_btn=False)
 
-        submitted = textbox.submit(start, [textbox], [textbox, pending], queue=False, api_visibility="private")
-        streaming = submitted.then(handlers.respond, [pending], [chatbot], concurrency_limit=limit,
-                                   api_visibility="private", show_progress="hidden")
-        streaming.then(finish, None, [textbox], queue=False, api_visibility="private")
+        conversation_ref.change(None, [conversation_ref], None, js=WRITE_TAB_CONVERSATION, **HIDDEN)
+        demo.load(chat.load, [conversation_ref], [chatbot, conversation_ref], js=READ_TAB_CONVERSATION,
+                  **HIDDEN).then(conversations.refresh, None, [conversation_list], **HIDDEN)
+
+        submitted = textbox.submit(start, [textbox], [textbox, pending], queue=False, **HIDDEN)
+        streaming = submitted.then(chat.respond, [pending, conversation_ref], [chatbot, conversation_ref],
+                                   concurrency_limit=limit, show_progress="hidden", **HIDDEN)
+        streaming.then(finish, None, [textbox], queue=False, **HIDDEN).then(
+            conversations.refresh, None, [conversation_list], **HIDDEN)
 
         retrying = chatbot.retry(lambda: gr.Textbox(interactive=False, submit_btn=False, stop_btn=True),
-                                 None, [textbox], queue=False, api_visibility="private").then(
-            handlers.retry, None, [chatbot], concurrency_limit=limit, api_visibility="private",
-            show_progress="hidden")
-        retrying.then(finish, None, [textbox], queue=False, api_visibility="private")
+                                 None, [textbox], queue=False, **HIDDEN).then(
+            chat.retry, [conversation_ref], [chatbot, conversation_ref], concurrency_limit=limit,
+            show_progress="hidden", **HIDDEN)
+        retrying.then(finish, None, [textbox], queue=False, **HIDDEN)
 
-        textbox.stop(None, None, None, cancels=[streaming, retrying], api_visibility="private")
-        chatbot.undo(handlers.undo, None, [chatbot, textbox], api_visibility="private")
-        chatbot.clear(handlers.clear, None, [chatbot], api_visibility="private")
-        demo.load(handlers.load, None, [chatbot], api_visibility="private")
+        textbox.stop(None, None, None, cancels=[streaming, retrying], **HIDDEN)
+        chatbot.undo(chat.undo, [conversation_ref], [chatbot, textbox], **HIDDEN)
+        for trigger in (chatbot.clear, new_chat.click):
+            trigger(chat.clear, None, [chatbot, conversation_ref], **HIDDEN).then(
+                conversations.refresh, None, [conversation_list], **HIDDEN)
 
-        # Public API contract: /chat takes the message text and streams the reply text.
+        conversation_list.input(conversations.switch, [conversation_list], [chatbot, conversation_ref], **HIDDEN)
+        rename.click(conversations.rename, [conversation_list, rename_to], [conversation_list, rename_to], **HIDDEN)
+        delete.click(conversations.delete, [conversation_list], [chatbot, conversation_ref, conversation_list],
+                     **HIDDEN)
+
+        for trigger in (data_panel.expand, show_keeps.click):
+            trigger(privacy.keeps, None, [keeps], **HIDDEN)
+        export.click(privacy.export, None, [export_files, export_folder], **HIDDEN).then(
+            privacy.forget_export, [export_folder], None, **HIDDEN)
+        delete_all.click(lambda: gr.Row(visible=True), None, [confirm_row], queue=False, **HIDDEN)
+        cancel.click(lambda: gr.Row(visible=False), None, [confirm_row], queue=False, **HIDDEN)
+        confirm.click(privacy.delete_all, None, [chatbot, conversation_ref], **HIDDEN).then(
+            lambda: gr.Row(visible=False), None, [confirm_row], queue=False, **HIDDEN).then(
+            conversations.refresh, None, [conversation_list], **HIDDEN).then(privacy.keeps, None, [keeps], **HIDDEN)
+        demo.unload(chat.unload)
+
+        # Public API (stable contract): /chat, /conversations, /resume.
         with gr.Row(visible=False):
             api_message = gr.Textbox(label="message")
             api_reply = gr.Textbox(label="reply")
-            api_button = gr.Button("chat")
-        api_button.click(handlers.api_chat, [api_message], [api_reply], api_name="chat",
-                         concurrency_limit=limit, api_description="Send one message; streams the reply text.")
+            api_conversation = gr.Textbox(label="conversation_id")
+            api_list = gr.JSON(label="conversations")
+            api_messages = gr.JSON(label="messages")
+            api_chat, api_conversations, api_resume = gr.Button(), gr.Button(), gr.Button()
+        api_chat.click(chat.api_chat, [api_message], [api_reply], api_name="chat", concurrency_limit=limit,
+                       api_description="Send one message; streams the reply text.")
+        api_conversations.click(conversations.api_conversations, None, [api_list], api_name="conversations",
+                                api_description="This owner's conversations, newest first.")
+        api_resume.click(conversations.api_resume, [api_conversation], [api_messages], api_name="resume",
+                         api_description="Continue one of your conversations in this session; returns its messages.")
     return demo

@@ -1,0 +1,49 @@
+"""Retention: conversations untouched for ``CMW_RETENTION_DAYS`` are deleted with their checkpoints.
+
+The sweeper runs as a task in the app's event loop (where the async store lives), started by the first
+request. ``sweep_once(now=...)`` takes an injected clock for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from memory.store import ConversationStore
+
+log = logging.getLogger("cmw.retention")
+
+
+class RetentionSweeper:
+    def __init__(self, store: ConversationStore, *, days: float, interval: float,
+                 clock: Callable[[], float] = time.time):
+        self._store = store
+        self._max_age = days * 86400
+        self._interval = interval
+        self._clock = clock
+        self._task: asyncio.Task | None = None
+
+    async def sweep_once(self, now: float | None = None) -> int:
+        if self._max_age <= 0:
+            return 0  # retention 0 means keep forever
+        now = self._clock() if now is None else now
+        deleted = await self._store.expire_untouched_since(now - self._max_age)
+        if deleted:
+            log.info("retention: deleted %d conversation(s) untouched for %.0f days", deleted, self._max_age / 86400)
+        return deleted
+
+    async def start(self) -> None:
+        """Start sweeping in the running loop (idempotent); also opens the store early."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="cmw-retention")
+        await self._store.open()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("retention sweep failed; retrying later")
+            await asyncio.sleep(self._interval)

@@ -1,0 +1,209 @@
+"""ConversationStore: durable conversations - a LangGraph checkpointer plus a table of conversations.
+
+The checkpointer keeps each conversation's agent state (messages and cart) under its thread id, a
+server-made uuid. LangGraph has no "list threads" API, so a small ``cmw_conversations`` table beside the
+checkpoints records who owns each conversation, its title and when it was last touched.
+
+Backends: embedded SQLite under ``CMW_DATA_DIR`` (default), or PostgreSQL when ``DATABASE_URL`` is set.
+Async savers bind the running event loop, so :meth:`open` is called lazily from inside the app's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SQLITE_FILE = "cmw.sqlite"
+TITLE_CHARS = 60
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cmw_conversations (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    title TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    last_session TEXT
+)"""
+_INDEX = "CREATE INDEX IF NOT EXISTS cmw_conversations_owner ON cmw_conversations (owner, updated_at)"
+_COLUMNS = "id, owner, title, created_at, updated_at, last_session"
+
+
+@dataclass(frozen=True)
+class ConversationRecord:
+    id: str
+    owner: str
+    title: str
+    created_at: float
+    updated_at: float
+    last_session: str | None
+
+
+def title_from(message: str) -> str:
+    line = " ".join(message.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
+
+
+class ConversationStore:
+    """Shared by all sessions; every query names the owner, so no call can reach another owner's rows."""
+
+    def __init__(self, *, data_dir: Path | None = None, database_url: str | None = None):
+        if not database_url and data_dir is None:
+            raise ValueError("a data directory or a database URL is required")
+        self.database_url = database_url
+        self.data_dir = data_dir
+        self.backend = "postgres" if database_url else "sqlite"
+        self._saver: Any = None
+        self._sql: Any = None  # aiosqlite connection or psycopg pool
+        self._opening: asyncio.Lock | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.database_url else self.data_dir / SQLITE_FILE
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._saver is not None:
+            return
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._saver is None:
+                await (self._open_postgres() if self.database_url else self._open_sqlite())
+
+    async def _open_sqlite(self) -> None:
+        import aiosqlite
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        saver_conn = await aiosqlite.connect(self.path)
+        await saver_conn.execute("PRAGMA journal_mode=WAL")
+        saver = AsyncSqliteSaver(saver_conn)
+        await saver.setup()
+        sql = await aiosqlite.connect(self.path)
+        await sql.execute("PRAGMA busy_timeout=5000")
+        await sql.execute(_SCHEMA)
+        await sql.execute(_INDEX)
+        await sql.commit()
+        self._sql, self._saver = sql, saver
+
+    async def _open_postgres(self) -> None:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
+
+        pool = AsyncConnectionPool(self.database_url, open=False, max_size=20,
+                                   kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
+        await pool.open()
+        saver = AsyncPostgresSaver(pool)
+        await saver.setup()
+        async with pool.connection() as conn:
+            await conn.execute(_SCHEMA)
+            await conn.execute(_INDEX)
+        self._sql, self._saver = pool, saver
+
+    async def checkpointer(self):
+        await self.open()
+        return self._saver
+
+    async def close(self) -> None:
+        if self._sql is None:
+            return
+        if self.database_url:
+            await self._sql.close()
+        else:
+            await self._sql.close()
+            await self._saver.conn.close()
+        self._sql = self._saver = None
+
+    # -- SQL helpers ---------------------------------------------------------------------------
+    async def _rows(self, query: str, *args) -> list[tuple]:
+        await self.open()
+        if self.database_url:
+            async with self._sql.connection() as conn:
+                cursor = await conn.execute(query.replace("?", "%s"), args)
+                rows = await cursor.fetchall() if cursor.description else []
+                return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in rows]
+        cursor = await self._sql.execute(query, args)
+        rows = await cursor.fetchall()
+        await self._sql.commit()
+        return [tuple(r) for r in rows]
+
+    async def _change(self, query: str, *args) -> int:
+        await self.open()
+        if self.database_url:
+            async with self._sql.connection() as conn:
+                cursor = await conn.execute(query.replace("?", "%s"), args)
+                return cursor.rowcount
+        cursor = await self._sql.execute(query, args)
+        await self._sql.commit()
+        return cursor.rowcount
+
+    # -- conversations -------------------------------------------------------------------------
+    async def record_turn(self, conversation_id: str, owner: str, session: str, message: str,
+                          now: float | None = None) -> None:
+        """Note a turn: create the conversation (titled by its first message) or touch it."""
+        now = time.time() if now is None else now
+        await self._change(
+            f"INSERT INTO cmw_conversations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at, last_session = excluded.last_session "
+            "WHERE cmw_conversations.owner = excluded.owner",
+            conversation_id, owner, title_from(message) or "New chat", now, now, session)
+
+    async def get(self, conversation_id: str, owner: str) -> ConversationRecord | None:
+        rows = await self._rows(f"SELECT {_COLUMNS} FROM cmw_conversations WHERE id = ? AND owner = ?",
+                                conversation_id, owner)
+        return ConversationRecord(*rows[0]) if rows else None
+
+    async def list_for_owner(self, owner: str) -> list[ConversationRecord]:
+        rows = await self._rows(f"SELECT {_COLUMNS} FROM cmw_conversations WHERE owner = ? "
+                                "ORDER BY updated_at DESC, id", owner)
+        return [ConversationRecord(*r) for r in rows]
+
+    async def latest_for_session(self, owner: str, session: str) -> ConversationRecord | None:
+        rows = await self._rows(f"SELECT {_COLUMNS} FROM cmw_conversations WHERE owner = ? AND last_session = ? "
+                                "ORDER BY updated_at DESC LIMIT 1", owner, session)
+        return ConversationRecord(*rows[0]) if rows else None
+
+    async def rename(self, conversation_id: str, owner: str, title: str) -> bool:
+        title = title_from(title)
+        if not title:
+            return False
+        return await self._change("UPDATE cmw_conversations SET title = ? WHERE id = ? AND owner = ?",
+                                  title, conversation_id, owner) == 1
+
+    async def delete(self, conversation_id: str, owner: str) -> bool:
+        if await self._change("DELETE FROM cmw_conversations WHERE id = ? AND owner = ?", conversation_id, owner):
+            await self._saver.adelete_thread(conversation_id)
+            return True
+        return False
+
+    async def delete_owner(self, owner: str) -> int:
+        """Delete every conversation of ``owner`` (rows and checkpoints). Returns how many."""
+        records = await self.list_for_owner(owner)
+        for record in records:
+            await self.delete(record.id, owner)
+        return len(records)
+
+    async def expire_untouched_since(self, cutoff: float) -> int:
+        """Retention: delete conversations last updated before ``cutoff`` (epoch seconds)."""
+        rows = await self._rows("SELECT id, owner FROM cmw_conversations WHERE updated_at < ?", cutoff)
+        for conversation_id, owner in rows:
+            await self.delete(conversation_id, owner)
+        return len(rows)
+
+    async def count_rows(self, conversation_ids: list[str]) -> dict[str, int]:
+        """Stored rows for these conversations, per table (how tests prove deletion)."""
+        tables = (("checkpoint_writes", "checkpoints", "checkpoint_blobs") if self.database_url
+                  else ("writes", "checkpoints"))
+        counts = {}
+        marks = ", ".join("?" for _ in conversation_ids) or "NULL"
+        for table in tables:
+            rows = await self._rows(f"SELECT count(*) FROM {table} WHERE thread_id IN ({marks})", *conversation_ids)
+            counts[table] = rows[0][0]
+        rows = await self._rows(f"SELECT count(*) FROM cmw_conversations WHERE id IN ({marks})", *conversation_ids)
+        counts["cmw_conversations"] = rows[0][0]
+        return counts

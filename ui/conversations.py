@@ -1,0 +1,82 @@
+"""The conversations panel and its API: list, switch, rename, delete - only ever this owner's."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import gradio as gr
+
+from memory.conversation_memory import ConversationMemoryManager
+from memory.store import ConversationRecord
+from ui.edge import SessionEdge
+from ui.render import render_transcript
+
+NOT_YOURS = "That conversation does not exist or is not yours."
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _choices(records: list[ConversationRecord]) -> list[tuple[str, str]]:
+    return [(f"{r.title} · {_when(r.updated_at)}", r.id) for r in records]
+
+
+class ConversationHandlers:
+    def __init__(self, edge: SessionEdge, manager: ConversationMemoryManager):
+        self._edge = edge
+        self._manager = manager
+
+    async def _records(self, session) -> list[ConversationRecord]:
+        return await self._manager.store.list_for_owner(session.principal)
+
+    async def refresh(self, request: gr.Request):
+        """The panel: this owner's conversations, newest first, the current one selected."""
+        session = await self._edge.resolve(request)
+        records = await self._records(session)
+        current = session.memory.conversation_id
+        return gr.Radio(choices=_choices(records), value=current if any(r.id == current for r in records) else None)
+
+    async def switch(self, conversation_id: str, request: gr.Request):
+        session = await self._edge.resolve(request)
+        async with session.turn_lock:
+            if not conversation_id or not await session.open_conversation(conversation_id):
+                gr.Warning(NOT_YOURS)
+        messages = (await session.memory.load()).messages
+        return render_transcript(messages), session.memory.conversation_id
+
+    async def rename(self, conversation_id: str, title: str, request: gr.Request):
+        session = await self._edge.resolve(request)
+        if not conversation_id or not await self._manager.store.rename(conversation_id, session.principal, title or ""):
+            gr.Warning("Pick one of your conversations and type a new name.")
+        return await self.refresh(request), ""
+
+    async def delete(self, conversation_id: str, request: gr.Request):
+        """Delete the selected conversation (messages, cart, checkpoints). The chat moves to a new one if it
+        was showing it."""
+        session = await self._edge.resolve(request)
+        async with session.turn_lock:
+            deleted = bool(conversation_id) and await self._manager.store.delete(conversation_id, session.principal)
+            if deleted and session.memory.conversation_id == conversation_id:
+                session.start_new_conversation()
+        if not deleted:
+            gr.Warning(NOT_YOURS)
+        messages = (await session.memory.load()).messages
+        return render_transcript(messages), session.memory.conversation_id, await self.refresh(request)
+
+    # -- public API ----------------------------------------------------------------------------
+    async def api_conversations(self, request: gr.Request) -> list[dict]:
+        """``/conversations``: this owner's conversations, newest first (id, title, updated_at)."""
+        session = await self._edge.resolve(request)
+        return [{"id": r.id, "title": r.title, "updated_at": _when(r.updated_at),
+                 "current": r.id == session.memory.conversation_id} for r in await self._records(session)]
+
+    async def api_resume(self, conversation_id: str, request: gr.Request) -> list[dict]:
+        """``/resume``: continue one of this owner's conversations in this client's session; returns its
+        messages as ``[{"role", "content"}]``. Anyone else's id is refused."""
+        session = await self._edge.resolve(request)
+        async with session.turn_lock:
+            if not await session.open_conversation((conversation_id or "").strip()):
+                raise gr.Error(NOT_YOURS, print_exception=False)
+        return [{"role": m.role, "content": m.content}
+                for m in render_transcript((await session.memory.load()).messages) if not m.metadata]

@@ -1,0 +1,61 @@
+"""Where a request becomes a session: resolved once, here, then passed down explicitly."""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+import gradio as gr
+
+from memory.registry import SessionRegistry
+from memory.session import Session
+from security.owner import COOKIE_NAME, OwnerCredentials
+
+NO_SESSION_MESSAGE = ("This endpoint needs a session: use the web page, or gradio_client "
+                      "(one Client is one session). Direct /run calls are not served.")
+NO_COOKIE_MESSAGE = ("Your browser did not send this site's session cookie. Enable cookies for this site "
+                     "and reload the page.")
+
+
+def cookie(request, name: str) -> str | None:
+    raw = getattr(request, "request", None)
+    cookies = raw.cookies if raw is not None else getattr(request, "cookies", None) or {}
+    return cookies.get(name)
+
+
+def client_host(request) -> str:
+    raw = getattr(request, "request", None)
+    client = raw.client if raw is not None else getattr(request, "client", None)
+    return getattr(client, "host", None) or "unknown"
+
+
+class SessionEdge:
+    """Resolves the caller's session. Holds references to shared services only."""
+
+    def __init__(self, registry: SessionRegistry, credentials: OwnerCredentials,
+                 on_first_request: Callable[[], Awaitable[None]] | None = None):
+        self.registry = registry
+        self.credentials = credentials
+        self._on_first_request = on_first_request
+
+    async def resolve(self, request: gr.Request | None) -> Session:
+        """The caller's session: by session_hash, only for the owner it is bound to, rehydrated from the
+        store if it was evicted. Refuses (never defaults) when the hash or the owner cookie is missing."""
+        session_hash = getattr(request, "session_hash", None) if request is not None else None
+        if not session_hash:
+            raise gr.Error(NO_SESSION_MESSAGE, print_exception=False)
+        owner = self.credentials.owner_of(cookie(request, COOKIE_NAME))
+        if owner is None:
+            raise gr.Error(NO_COOKIE_MESSAGE, print_exception=False)
+        if self._on_first_request is not None:
+            await self._on_first_request()
+        username = getattr(request, "username", None)
+        session = self.registry.get_or_create(session_hash, owner, username)
+        session.principal = session.principal or self.credentials.principal(owner, username)
+        await session.rehydrate()
+        return session
+
+    def existing(self, request: gr.Request | None) -> Session | None:
+        session_hash = getattr(request, "session_hash", None) if request is not None else None
+        owner = self.credentials.owner_of(cookie(request, COOKIE_NAME)) if request is not None else None
+        session = self.registry.peek(session_hash) if session_hash else None
+        return session if session is not None and owner and session.owner == owner else None

@@ -1,0 +1,126 @@
+"""The user in control: what the assistant keeps, export of one's own data, and delete-all."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import gradio as gr
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+from agent.cart import cart_item_count, describe_cart
+from memory.conversation_memory import ConversationMemoryManager
+from settings import Settings
+from ui.edge import SessionEdge
+
+EXPORT_PREFIX = "cmw-export-"
+DELETED_MESSAGE = "All your data was deleted: {n} conversation(s), their messages, carts and checkpoints."
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _message_record(message) -> dict:
+    if isinstance(message, HumanMessage):
+        return {"role": "user", "content": message.text}
+    if isinstance(message, ToolMessage):
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text}
+    if isinstance(message, AIMessage):
+        record = {"role": "assistant", "content": message.text}
+        if message.tool_calls:
+            record["tool_calls"] = [{"id": c["id"], "name": c["name"], "args": c["args"]} for c in message.tool_calls]
+        return record
+    return {"role": message.type, "content": str(message.content)}
+
+
+class PrivacyHandlers:
+    def __init__(self, edge: SessionEdge, manager: ConversationMemoryManager, settings: Settings):
+        self._edge = edge
+        self._manager = manager
+        self._settings = settings
+
+    async def _collect(self, session) -> list[dict]:
+        conversations = []
+        for record in await self._manager.store.list_for_owner(session.principal):
+            transcript = await self._manager.entry(record.id).load()
+            conversations.append({
+                "id": record.id, "title": record.title, "created_at": _iso(record.created_at),
+                "updated_at": _iso(record.updated_at),
+                "deleted_after": _iso(record.updated_at + self._settings.retention_days * 86400),
+                "messages": [_message_record(m) for m in transcript.messages],
+                "cart": transcript.cart})
+        return conversations
+
+    async def keeps(self, request: gr.Request) -> str:
+        """"What this assistant keeps": every stored item of this owner and when it will be deleted."""
+        session = await self._edge.resolve(request)
+        conversations = await self._collect(session)
+        days = self._settings.retention_days
+        lines = ["### What this assistant keeps about you",
+                 f"- **Conversations:** {len(conversations)} stored. Each is deleted {days} days after its last "
+                 "message, or now with *Delete* / *Delete all my data*.",
+                 "- **Per conversation:** your messages, the replies, tool results and your cart.",
+                 "- **Not kept:** your IP address, the raw session id or your cookie value (only keyed, one-way "
+                 "hashes of them).",
+                 f"- **This tab's live session:** started {_iso(session.created_at)}; released from memory after "
+                 f"{int(self._settings.session_ttl)} s idle (your conversations stay stored).", ""]
+        if conversations:
+            lines += ["| conversation | messages | cart items | last update | deleted on |", "|---|---|---|---|---|"]
+            for c in conversations:
+                shown = sum(1 for m in c["messages"] if m["role"] in ("user", "assistant") and m["content"])
+                title = c["title"].replace("|", "\\|")
+                lines.append(f"| {title} | {shown} | {cart_item_count(c['cart'])} | {c['updated_at']} | "
+                             f"{c['deleted_after']} |")
+        return "\n".join(lines)
+
+    async def export(self, request: gr.Request) -> tuple[list[str], str]:
+        """Write this owner's data as JSON and Markdown into a fresh per-request folder; returns the paths
+        (and the folder, which the next step removes once Gradio has copied the files for download)."""
+        session = await self._edge.resolve(request)
+        conversations = await self._collect(session)
+        folder = Path(tempfile.mkdtemp(prefix=EXPORT_PREFIX))
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        data = {"exported_at": _iso(time.time()), "retention_days": self._settings.retention_days,
+                "conversations": conversations}
+        json_path = folder / f"{EXPORT_PREFIX}{stamp}.json"
+        json_path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+        md_path = folder / f"{EXPORT_PREFIX}{stamp}.md"
+        md_path.write_text(self._markdown(data), encoding="utf-8")
+        return [str(json_path), str(md_path)], str(folder)
+
+    @staticmethod
+    def forget_export(folder: str) -> None:
+        """Remove the per-request export folder (Gradio keeps its own short-lived copy for the download)."""
+        if folder and Path(folder).name.startswith(EXPORT_PREFIX):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @staticmethod
+    def _markdown(data: dict) -> str:
+        out = [f"# Your CMW Agent data (exported {data['exported_at']})", ""]
+        for c in data["conversations"]:
+            out += [f"## {c['title']}", f"Created {c['created_at']}, last update {c['updated_at']}, "
+                                         f"deleted after {c['deleted_after']}.", ""]
+            for m in c["messages"]:
+                if m["role"] == "user":
+                    out.append(f"**You:** {m['content']}")
+                elif m["role"] == "assistant" and m["content"]:
+                    out.append(f"**Assistant:** {m['content']}")
+                elif m["role"] == "tool":
+                    out.append(f"> tool result: {m['content']}")
+                out.append("")
+            out += [describe_cart(c["cart"]), ""]
+        return "\n".join(out)
+
+    async def delete_all(self, request: gr.Request):
+        """Delete every stored conversation of this owner (and nothing of anyone else's)."""
+        session = await self._edge.resolve(request)
+        async with session.turn_lock:
+            count = await self._manager.store.delete_owner(session.principal)
+            session.start_new_conversation()
+        gr.Info(DELETED_MESSAGE.format(n=count))
+        return [], session.memory.conversation_id
