@@ -8,7 +8,9 @@ it - SQLite or PostgreSQL - never shows in the UI.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +53,7 @@ class ConversationMemory:
         self._runtime = runtime
         self.conversation_id = conversation_id
         self.config = {"configurable": {"thread_id": conversation_id}}
+        self.turn_lock = asyncio.Lock()  # turns of one conversation run one at a time, whichever tab sends them
 
     async def load(self) -> Transcript:
         graph = await self._runtime.graph()
@@ -104,13 +107,20 @@ class ConversationMemoryManager:
     def __init__(self, runtime: Any, store: ConversationStore):
         self.runtime = runtime
         self.store = store
+        # One live entry per conversation, so two tabs on one conversation share its turn lock. Weak: an
+        # entry disappears as soon as no session uses it. Holds no conversation data.
+        self._live: weakref.WeakValueDictionary[str, ConversationMemory] = weakref.WeakValueDictionary()
 
     @staticmethod
     def new_conversation_id() -> str:
         return uuid.uuid4().hex
 
     def entry(self, conversation_id: str | None = None) -> ConversationMemory:
-        return ConversationMemory(self.runtime, conversation_id or self.new_conversation_id())
+        conversation_id = conversation_id or self.new_conversation_id()
+        entry = self._live.get(conversation_id)
+        if entry is None:
+            entry = self._live[conversation_id] = ConversationMemory(self.runtime, conversation_id)
+        return entry
 
     async def owned_entry(self, conversation_id: str, owner: str) -> ConversationMemory | None:
         """The entry for a stored conversation of ``owner``; None for anyone else's or an unknown id."""

@@ -75,7 +75,7 @@ class ChatHandlers:
             yield view
 
     async def _locked_turn(self, session: Session, text: str, view: TurnView) -> AsyncIterator[TurnView]:
-        async with session.turn_lock:  # two turns of one session never interleave
+        async with session.turn_lock, session.memory.turn_lock:  # per tab, and per conversation across tabs
             memory = session.memory
             before = len((await memory.load()).messages)
             await self._manager.store.record_turn(memory.conversation_id, session.principal, session.fingerprint, text)
