@@ -105,10 +105,14 @@ class CmwAgent:
         self.runtime = runtime
         self.memory = memory
 
-    async def stream_turn(self, text: str, context: TurnContext) -> AsyncIterator[TurnEvent]:
-        """Run one user turn, yielding text deltas and tool start/finish events as they happen."""
+    async def stream_turn(self, text: str, context: TurnContext, message_id: str | None = None
+                          ) -> AsyncIterator[TurnEvent]:
+        """Run one user turn, yielding text deltas and tool start/finish events as they happen.
+
+        ``message_id`` names the stored user message, so an interrupted turn can be found afterwards.
+        """
         started: dict[str, tuple[str, float]] = {}
-        inputs = {"messages": [HumanMessage(content=text)]}
+        inputs = {"messages": [HumanMessage(content=text, id=message_id)]}
         graph = await self.runtime.graph()
         async for mode, data in graph.astream(inputs, self.memory.config, context=context,
                                               stream_mode=["messages", "updates"]):

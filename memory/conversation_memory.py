@@ -87,12 +87,14 @@ class ConversationMemory:
         kept = transcript.messages[: starts[turns]]
         await self.replace(kept, replay_cart(kept))
 
-    async def settle_interrupted_turn(self, user_text: str, messages_before: int, visible_answer: str) -> None:
-        """After Stop: make memory hold exactly what the user saw of the stopped turn."""
+    async def settle_interrupted_turn(self, user_text: str, message_id: str, visible_answer: str) -> None:
+        """After Stop or an error: make memory hold exactly what the user saw of that turn."""
         transcript = await self.load()
-        head, turn = transcript.messages[:messages_before], transcript.messages[messages_before:]
-        if not any(isinstance(m, HumanMessage) for m in turn):
-            turn = [HumanMessage(content=user_text), *turn]
+        starts = [i for i, m in enumerate(transcript.messages) if isinstance(m, HumanMessage) and m.id == message_id]
+        if starts:
+            head, turn = transcript.messages[: starts[0]], transcript.messages[starts[0]:]
+        else:  # the turn's input was never stored
+            head, turn = transcript.messages, [HumanMessage(content=user_text, id=message_id)]
         turn = _answered_tool_calls(turn)
         if turn and isinstance(turn[-1], AIMessage) and not turn[-1].tool_calls:
             turn = turn[:-1]  # a stored final answer is replaced by the part that was shown

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import AsyncIterator
 
 import gradio as gr
@@ -77,12 +78,12 @@ class ChatHandlers:
     async def _locked_turn(self, session: Session, text: str, view: TurnView) -> AsyncIterator[TurnView]:
         async with session.turn_lock, session.memory.turn_lock:  # per tab, and per conversation across tabs
             memory = session.memory
-            before = len((await memory.load()).messages)
+            message_id = uuid.uuid4().hex
             await self._manager.store.record_turn(memory.conversation_id, session.principal, session.fingerprint, text)
             session.touch()
             last_yield = 0.0
             try:
-                async for event in session.agent.stream_turn(text, TurnContext(session)):
+                async for event in session.agent.stream_turn(text, TurnContext(session), message_id):
                     view.apply(event)
                     now = time.monotonic()
                     if now - last_yield >= self._settings.stream_interval or not isinstance(event, TextDelta):
@@ -90,13 +91,13 @@ class ChatHandlers:
                         yield view
             except asyncio.CancelledError:
                 session.stats.stopped_turns += 1
-                await asyncio.shield(memory.settle_interrupted_turn(text, before, view.answer))
+                await asyncio.shield(memory.settle_interrupted_turn(text, message_id, view.answer))
                 log.info("session %s: turn stopped after %d chars", session.fingerprint, len(view.answer))
                 raise
             except Exception:
                 log.exception("session %s: turn failed", session.fingerprint)
                 view.apply_error(ERROR_MESSAGE)
-                await memory.settle_interrupted_turn(text, before, view.answer)
+                await memory.settle_interrupted_turn(text, message_id, view.answer)
             session.stats.turns += 1
             session.stats.streamed_chars += len(view.answer)
             session.touch()
