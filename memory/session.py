@@ -36,6 +36,7 @@ class Session:
     released: bool = False
     username: str | None = None  # login name seen at first use when auth is on
     principal: str | None = None  # who owns stored data: owner (+ username); set by the handler
+    stop_requested: bool = False  # set by the Stop button, read by the running turn
     rehydrated: bool = False  # whether the store was asked for this session's last conversation
 
     @property

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
+from contextlib import aclosing
 from typing import AsyncIterator
 
 import gradio as gr
@@ -69,8 +70,9 @@ class ChatHandlers:
         view = TurnView()
         try:
             async with self._admission.slot():
-                async for update in self._locked_turn(session, text, view):
-                    yield update
+                async with aclosing(self._locked_turn(session, text, view)) as updates:
+                    async for update in updates:
+                        yield update
         except Busy as busy:
             view.apply(TextDelta(str(busy)))
             yield view
@@ -81,27 +83,43 @@ class ChatHandlers:
             message_id = uuid.uuid4().hex
             await self._manager.store.record_turn(memory.conversation_id, session.principal, session.fingerprint, text)
             session.touch()
+            session.stop_requested = False
             last_yield = 0.0
+            settled = False
             try:
-                async for event in session.agent.stream_turn(text, TurnContext(session), message_id):
-                    view.apply(event)
-                    now = time.monotonic()
-                    if now - last_yield >= self._settings.stream_interval or not isinstance(event, TextDelta):
-                        last_yield = now
-                        yield view
-            except asyncio.CancelledError:
-                session.stats.stopped_turns += 1
-                await asyncio.shield(memory.settle_interrupted_turn(text, message_id, view.answer))
-                log.info("session %s: turn stopped after %d chars", session.fingerprint, len(view.answer))
-                raise
+                async with aclosing(session.agent.stream_turn(text, TurnContext(session), message_id)) as events:
+                    async for event in events:
+                        view.apply(event)
+                        now = time.monotonic()
+                        if now - last_yield >= self._settings.stream_interval or not isinstance(event, TextDelta):
+                            last_yield = now
+                            yield view
+                        if session.stop_requested:  # the Stop button (see stop())
+                            break
+                if session.stop_requested:
+                    session.stats.stopped_turns += 1
+                    await memory.settle_interrupted_turn(text, message_id, view.answer)
+                    log.info("session %s: turn stopped after %d chars", session.fingerprint, len(view.answer))
+                settled = True
             except Exception:
                 log.exception("session %s: turn failed", session.fingerprint)
                 view.apply_error(ERROR_MESSAGE)
                 await memory.settle_interrupted_turn(text, message_id, view.answer)
+                settled = True
+            finally:
+                if not settled:  # cancelled, or closed from outside (tab closed, Gradio dropped the run)
+                    session.stats.stopped_turns += 1
+                    await asyncio.shield(memory.settle_interrupted_turn(text, message_id, view.answer))
             session.stats.turns += 1
             session.stats.streamed_chars += len(view.answer)
             session.touch()
             yield view
+
+    async def stop(self, request: gr.Request):
+        """The Stop button: ask this session's running turn to end after what it has shown."""
+        session = self._edge.existing(request)
+        if session is not None:
+            session.stop_requested = True
 
     # -- browser events ------------------------------------------------------------------------
     async def load(self, conversation_ref: str, request: gr.Request):
@@ -122,8 +140,9 @@ class ChatHandlers:
             return
         shown = history + [gr.ChatMessage(role="user", content=text)]
         yield shown, ref
-        async for view in self._run_turn(session, text):
-            yield shown + view.messages, gr.skip()
+        async with aclosing(self._run_turn(session, text)) as views:
+            async for view in views:
+                yield shown + view.messages, gr.skip()
 
     async def retry(self, conversation_ref: str, request: gr.Request):
         """Retry: forget the last turn, in memory as on screen, and answer its message again."""

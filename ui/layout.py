@@ -81,7 +81,7 @@ def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: P
             show_progress="hidden", **HIDDEN)
         retrying.then(finish, None, [textbox], queue=False, **HIDDEN)
 
-        textbox.stop(None, None, None, cancels=[streaming, retrying], **HIDDEN)
+        textbox.stop(chat.stop, None, None, queue=False, **HIDDEN)
         chatbot.undo(chat.undo, [conversation_ref], [chatbot, textbox], **HIDDEN)
         for trigger in (chatbot.clear, new_chat.click):
             trigger(chat.clear, None, [chatbot, conversation_ref], **HIDDEN).then(

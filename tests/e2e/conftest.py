@@ -11,7 +11,6 @@ Never run ``playwright install``: the tests use ``/usr/bin/chromium`` (``apt-get
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import re
 import time
@@ -19,6 +18,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # reported by the ``browser`` fixture: a skip locally, a failure in CI
+    expect = sync_playwright = None
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "test-results" / "e2e"
@@ -40,22 +44,61 @@ RETRY = '#chatbot button[aria-label="Retry"]'
 UNDO = '#chatbot button[aria-label="Undo"]'
 
 
-# A turn is running while the textbox is disabled and shows a stop button (ui/layout.py: start/finish).
-# A MutationObserver notes that this happened, however briefly, so a fast turn cannot be missed.
+# Something is running for a tab while its textbox is disabled and shows a stop button (a turn, see
+# ui/layout.py start/finish) or while the chatbot's status tracker is shown (undo, clear). A
+# MutationObserver notes that this happened, however briefly, so a fast event cannot be missed.
 ARM_JS = """() => {
   window.__e2eBusy = false;
   if (window.__e2eObserver) window.__e2eObserver.disconnect();
-  const box = document.querySelector('#message');
+  const box = document.querySelector('#message'), chat = document.querySelector('#chatbot');
+  const tracker = () => chat.querySelector(':scope > [data-testid="status-tracker"]');
   window.__e2eObserver = new MutationObserver((records) => {
     for (const r of records) {
       const disabledToggled = r.type === 'attributes' && r.attributeName === 'disabled'
                               && r.target.tagName === 'TEXTAREA';
-      if (disabledToggled || box.querySelector('[data-testid="stop-button"]')) window.__e2eBusy = true;
+      const trackerShown = tracker() && !tracker().classList.contains('hide');
+      if (disabledToggled || trackerShown || box.querySelector('[data-testid="stop-button"]')) {
+        window.__e2eBusy = true;
+      }
     }
   });
   window.__e2eObserver.observe(box, {subtree: true, childList: true, attributes: true,
                                      attributeFilter: ['disabled']});
+  window.__e2eObserver.observe(chat, {subtree: true, childList: true, attributes: true,
+                                      attributeFilter: ['class']});
 }"""
+# Idle: no stop button, the textbox enabled, and the chatbot's status tracker hidden (or showing an
+# error: tests check errors on their own). All three are read at the same instant.
+IDLE_JS = """() => {
+  const box = document.querySelector('#message'), area = box && box.querySelector('textarea');
+  const tracker = document.querySelector('#chatbot > [data-testid="status-tracker"]');
+  const trackerIdle = !tracker || tracker.classList.contains('hide') || !!tracker.querySelector('.error');
+  return !!area && !area.disabled && !box.querySelector('[data-testid="stop-button"]') && trackerIdle;
+}"""
+# Done: the page went busy since arm(), is idle now, and shows at least ``minUsers`` user messages.
+DONE_JS = """(minUsers) => window.__e2eBusy === true && (""" + IDLE_JS + """)()
+  && document.querySelectorAll('#chatbot [data-testid="user"]').length >= minUsers"""
+# Watch a tab's whole DOM for strings that must never appear in it, at every change, not just at the
+# moments a test looks; what was seen, and in what, is kept in window.__e2eLeaks.
+WATCH_JS = """(secrets) => {
+  window.__e2eLeaks = window.__e2eLeaks || [];
+  const check = () => {
+    const html = document.documentElement.outerHTML;
+    for (const s of secrets) {
+      const at = html.indexOf(s);
+      if (at >= 0 && !window.__e2eLeaks.some((l) => l.secret === s)) {
+        window.__e2eLeaks.push({secret: s, context: html.slice(Math.max(0, at - 80), at + 40)});
+      }
+    }
+  };
+  new MutationObserver(check).observe(document.documentElement,
+    {subtree: true, childList: true, characterData: true, attributes: true});
+  check();
+}"""
+# What a user sees as "something went wrong": a component's status badge or a toast.
+ERRORS_JS = """() => [...document.querySelectorAll(
+    '[data-testid="status-tracker"]:not(.hide) .error, [data-testid="toast-body"]')]
+  .filter((e) => e.offsetParent !== null).map((e) => e.innerText.trim() || e.className)"""
 
 
 def _require_chromium() -> None:
@@ -66,21 +109,29 @@ def _require_chromium() -> None:
     pytest.skip(f"chromium not found at {CHROMIUM}; apt-get install chromium")
 
 
-def run_async(coro):
-    """Run a coroutine to completion from test code, off playwright's event loop (in a worker thread)."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result(timeout=30)
+def run_on_app_loop(app, coro, timeout: float = 30):
+    """Run a coroutine on the app's own event loop (the server thread's), as a handler would.
+
+    Async stores (aiosqlite, psycopg) are bound to that loop, so server memory is read there rather than
+    from a loop of the test's own. The loop is found through the uvicorn server Gradio started.
+    """
+    servers = getattr(getattr(app.demo, "server", None), "servers", None) or []
+    if not servers:
+        coro.close()
+        raise RuntimeError("cannot find the app's event loop (demo.server.servers is empty)")
+    return asyncio.run_coroutine_threadsafe(coro, servers[0].get_loop()).result(timeout)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """One chromium per test module. Not per session: while playwright's sync API is running it leaves
+    an event loop marked running in this thread, which would break ``asyncio.run`` in later tests."""
     _require_chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - the venv has it
+    if sync_playwright is None:
         if IN_CI:
             pytest.fail("the playwright python package is not installed")
         pytest.skip("the playwright python package is not installed (pip install playwright)")
+    expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield chromium
@@ -107,11 +158,10 @@ class ChatPage:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def open(self) -> "ChatPage":
-        from playwright.sync_api import expect
-
         self.page.goto(self.base_url)
         expect(self.textarea).to_be_editable()
         self.page.wait_for_function("() => !!window.__gradio_session_hash__")
+        self.page.wait_for_function(IDLE_JS)  # the page-load event (it fills the chat) has finished
         return self
 
     @property
@@ -126,9 +176,10 @@ class ChatPage:
         """This tab's server-side conversation (a Transcript), loaded like the app does."""
         session = self.session()
         assert session is not None, "the server has no session for this tab"
-        return run_async(session.memory.load())
+        return run_on_app_loop(self.app, session.memory.load())
 
-    def wait_server(self, predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT_MS / 1000) -> None:
+    def wait_server(self, predicate: Callable[[], bool], what: str,
+                    timeout: float = TIMEOUT_MS / 1000) -> None:
         """Synchronisation only: poll server state while letting playwright pump its events."""
         deadline = time.monotonic() + timeout
         while not predicate():
@@ -139,54 +190,73 @@ class ChatPage:
     # -- acting -------------------------------------------------------------------------------
     def send(self, text: str) -> None:
         """Type a message and press Enter; returns at once (the answer may still be streaming)."""
-        from playwright.sync_api import expect
-
         expect(self.textarea).to_be_editable()
         self.textarea.fill(text)
         self.textarea.press("Enter")
 
     def ask(self, text: str) -> str:
         """Send a message, wait for the whole answer; returns the text of the last bot message."""
+        shown = self.user_messages.count()
         self.arm()
         self.send(text)
-        self.wait_turn_done()
+        self.wait_turn_done(min_users=shown + 1)
         return self.last_bot_text()
 
     def arm(self) -> None:
         """Start watching for the page to go busy (call before the action that starts a turn)."""
         self.page.evaluate(ARM_JS)
 
-    def wait_turn_done(self) -> None:
-        """After :meth:`arm` and an action: wait until the page went busy and is idle again."""
-        self.page.wait_for_function("() => window.__e2eBusy === true")
-        self.wait_idle()
+    def wait_turn_done(self, min_users: int = 0) -> None:
+        """After :meth:`arm` and an action: wait until the page went busy and is idle again (and shows
+        at least ``min_users`` user messages: a sent message is on screen before its turn counts)."""
+        self.page.wait_for_function(DONE_JS, arg=min_users)
 
     def wait_idle(self) -> None:
-        from playwright.sync_api import expect
-
-        expect(self.stop_button).to_have_count(0)
-        expect(self.textarea).to_be_editable()
+        self.page.wait_for_function(IDLE_JS)
 
     def _click_last(self, selector: str) -> None:
         """Click the last chatbot action button of a kind (Retry/Undo sit under the last answer)."""
-        from playwright.sync_api import expect
-
         button = self.page.locator(selector).last
         expect(button).to_be_enabled()
         button.click()
 
     def click_retry(self) -> None:
+        """Click Retry under the last answer and wait until the new answer is complete."""
+        self.arm()
         self._click_last(RETRY)
+        self.wait_turn_done()
 
     def click_undo(self) -> None:
+        """Click Undo under the last answer and wait until the server has answered the event."""
+        self.arm()
         self._click_last(UNDO)
+        self.wait_turn_done()
 
     def click_clear(self) -> None:
+        """Click the chat's Clear (trash) button and wait until the server has answered the event."""
+        self.arm()
         self._click_last(CLEAR)
+        self.wait_turn_done()
 
     # -- reading ------------------------------------------------------------------------------
     def last_bot_text(self) -> str:
         return self.bot_messages.last.inner_text().strip() if self.bot_messages.count() else ""
+
+    def watch_for(self, secrets: list[str]) -> None:
+        """From now on, record any moment the page's DOM contains one of ``secrets``."""
+        self.page.evaluate(WATCH_JS, secrets)
+
+    def leaks(self) -> list[dict]:
+        """What :meth:`watch_for` saw (empty when none of the secrets ever appeared)."""
+        return self.page.evaluate("() => window.__e2eLeaks || []")
+
+    def errors_shown(self) -> list[str]:
+        """Error badges and toasts visible on the page (empty when all is well)."""
+        return self.page.evaluate(ERRORS_JS)
+
+    def assert_no_error(self, when: str = "") -> None:
+        errors = self.errors_shown()
+        assert not errors, f"the page shows an error{' ' + when if when else ''}: {errors}"
 
     def user_texts(self) -> list[str]:
         return [t.strip() for t in self.user_messages.all_inner_texts()]
