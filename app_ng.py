@@ -88,6 +88,10 @@ def pii_middleware(settings: Settings) -> list:
 
 def build_app(settings: Settings | None = None) -> App:
     settings = settings or Settings.from_env()
+    # Gradio rebuilds a pandas summary of its last 10,000 events after *every* event (read only by
+    # /monitoring); measured at 36% of the app's CPU after ~6,000 events (bench/README.md). Rebuild it
+    # every 1,000 events instead, unless the operator chose otherwise. Read when the queue is created.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
     choice = build_chat_model(settings)
     key = load_or_create_key(settings.data_dir, settings.secret_key)
     credentials = OwnerCredentials(key, same_site=settings.cookie_same_site)

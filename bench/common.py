@@ -48,6 +48,10 @@ def bench_env(**overrides: str) -> dict[str, str]:
         "CMW_MODEL": "offline",
         "CMW_LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
+        # every simulated user comes from 127.0.0.1: per-IP / per-owner message limits would refuse the
+        # load itself, so benchmarks switch them off (0 = off); they are measured by the tests, not here
+        "CMW_RATE_LIMIT_PER_MINUTE": "0",
+        "CMW_IP_RATE_LIMIT_PER_MINUTE": "0",
     })
     env.update({k: str(v) for k, v in overrides.items()})
     return env

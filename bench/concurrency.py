@@ -33,7 +33,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, AppProcess, bench_env, loadavg  # noqa: E402
+from common import AppProcess, bench_env, loadavg  # noqa: E402
 from loadgen import (Turn, User, canary_message, canary_reply, discover, foreign_canaries,  # noqa: E402
                      new_session_hash, recall_reply)
 
@@ -47,12 +47,66 @@ class AppSpec:
     label: str
     script: str
     env: dict
+    workers: int = 1  # >1: that many app processes, each user pinned to one (sticky sessions)
+
+
+class Fleet:
+    """Several app processes driven as one: users are pinned round-robin, CPU and RSS are summed."""
+
+    def __init__(self, apps: list[AppProcess]):
+        self.apps = apps
+
+    def url_for(self, i: int) -> str:
+        return self.apps[i % len(self.apps)].url
+
+    @property
+    def url(self) -> str:
+        return self.apps[0].url
+
+    def cpu_seconds(self) -> float:
+        return sum(a.cpu_seconds() for a in self.apps)
+
+    def rss(self) -> int:
+        return sum(a.rss() for a in self.apps)
+
+    def wait_idle(self) -> None:
+        for a in self.apps:
+            a.wait_idle()
+
+    def __enter__(self) -> "Fleet":
+        started = []
+        try:
+            for a in self.apps:
+                started.append(a.start())
+        except Exception:
+            for a in started:
+                a.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for a in self.apps:
+            a.stop()
 
 
 APPS = {
     "cmw": AppSpec("cmw", "CMW app (app_ng.py, defaults)", "app_ng.py", {}),
     "cmw-per-token": AppSpec("cmw-per-token", "CMW app, one yield per token (CMW_STREAM_INTERVAL=0)",
                              "app_ng.py", {"CMW_STREAM_INTERVAL": "0"}),
+    "cmw-tuned": AppSpec("cmw-tuned", "CMW app, settings-only tuning: CMW_STREAM_INTERVAL=0.1 + Gradio's per-event "
+                         "analytics summary off (GRADIO_ANALYTICS_CACHE_FREQUENCY=1e9)", "app_ng.py",
+                         {"CMW_STREAM_INTERVAL": "0.1", "GRADIO_ANALYTICS_CACHE_FREQUENCY": "1000000000"}),
+    "cmw-tuned-2proc": AppSpec("cmw-tuned-2proc", "cmw-tuned as 2 app processes, each user pinned to one "
+                               "(needs a sticky proxy and a shared store in production)", "app_ng.py",
+                               {"CMW_STREAM_INTERVAL": "0.1", "GRADIO_ANALYTICS_CACHE_FREQUENCY": "1000000000"},
+                               workers=2),
+    "cmw-tuned-quiet-queue": AppSpec("cmw-tuned-quiet-queue", "cmw-tuned + demo.queue(status_update_rate=1.0) "
+                                     "(bench/app_variant.py quiet-queue)", "bench/app_variant.py",
+                                     {"CMW_STREAM_INTERVAL": "0.1", "GRADIO_ANALYTICS_CACHE_FREQUENCY": "1000000000",
+                                      "CMW_BENCH_FIXES": "quiet-queue"}),
+    "cmw-no-analytics": AppSpec("cmw-no-analytics", "CMW app + Gradio's per-event analytics summary off "
+                                "(GRADIO_ANALYTICS_CACHE_FREQUENCY=1e9)", "app_ng.py",
+                                {"GRADIO_ANALYTICS_CACHE_FREQUENCY": "1000000000"}),
     "naive": AppSpec("naive", "naive ChatInterface (bench/naive_app.py, Gradio defaults)",
                      "bench/naive_app.py", {}),
 }
@@ -68,7 +122,8 @@ def _busy(cpu) -> float:
 
 async def run_round(app: AppProcess, endpoint, n: int, *, first_id: int, deadline: float,
                     recall: int = 4, token_delay: float = TOKEN_DELAY) -> dict:
-    users = [User(app.url, timeout=deadline + 60) for _ in range(n)]
+    url_for = getattr(app, "url_for", lambda i: app.url)
+    users = [User(url_for(i), timeout=deadline + 60) for i in range(n)]
     try:
         opened = await asyncio.gather(*(u.open("/") for u in users), return_exceptions=True)
         open_errors = sum(1 for s in opened if s != 200)
@@ -174,18 +229,22 @@ def _line(r: dict) -> str:
 
 
 def run(apps=("cmw", "naive"), ns=DEFAULT_NS, deadline: float = 45.0, token_delay: float = TOKEN_DELAY,
-        log=print) -> dict:
+        log=print, ns_for: dict | None = None) -> dict:
+    """Rounds for each app; ``ns_for`` may give an app its own (shorter) list of N."""
     out = {"token_delay_s": token_delay, "ns": list(ns), "deadline_s": deadline, "apps": {}}
     for key in apps:
         spec = APPS[key]
+        app_ns = (ns_for or {}).get(key, ns)
         log(f"[concurrency] {spec.label}")
         env = bench_env(CMW_OFFLINE_TOKEN_DELAY=token_delay, **spec.env)
-        with AppProcess(key, spec.script, env) as app:
-            rounds, idle = asyncio.run(_series(app, ns, deadline, log))
+        apps = [AppProcess(f"{key}{w}", spec.script, dict(env)) for w in range(spec.workers)]
+        with Fleet(apps) as app:
+            rounds, idle = asyncio.run(_series(app, app_ns, deadline, log))
         base = rounds[0]["wall_s"] if rounds and rounds[0]["ok"] else None
         for r in rounds:
             r["wall_ratio"] = (r["wall_s"] / base) if base else None
-        out["apps"][key] = {"label": spec.label, "script": spec.script, "env": spec.env, "rounds": rounds, **idle}
+        out["apps"][key] = {"label": spec.label, "script": spec.script, "env": spec.env, "workers": spec.workers,
+                            "rounds": rounds, **idle}
     return out
 
 

@@ -1,0 +1,347 @@
+"""Turn results.json into bench/results/results.md, the PNG plots, and the results section of bench/README.md.
+
+    .venv/bin/python bench/report.py          # re-render from bench/results/results.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS  # noqa: E402
+
+README = Path(__file__).resolve().parent / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+COLORS = {"cmw": "tab:blue", "cmw-tuned": "tab:green", "cmw-tuned-2proc": "tab:purple", "cmw-no-analytics": "tab:olive",
+          "cmw-per-token": "tab:orange", "naive": "tab:red"}
+
+
+def _f(value, spec=".0f", none="-"):
+    return none if value is None else format(value, spec)
+
+
+def _mib(n) -> str:
+    return "-" if n is None else f"{n / 2**20:.1f}"
+
+
+# ------------------------------------------------------------------------------------------------
+# targets
+
+
+def targets(res: dict) -> list[tuple[str, str, str, bool | None]]:
+    rows: list[tuple[str, str, str, bool | None]] = []
+    conc = (res.get("concurrency") or {}).get("apps", {})
+    cmw = {r["n"]: r for r in conc.get("cmw", {}).get("rounds", [])}
+    if 100 in cmw:
+        r = cmw[100]
+        rows.append(("N=100: wall(N)/wall(1)", "<= 1.3", _f(r["wall_ratio"], ".2f"),
+                     r["wall_ratio"] is not None and r["wall_ratio"] <= 1.3))
+        ov = r["first_token_overhead_p99_ms"]
+        rows.append(("N=100: first-token overhead p99", "<= 150 ms", f"{_f(ov)} ms", ov is not None and ov <= 150))
+        clean = r["errors"] == 0 and r["unserved_at_deadline"] == 0 and r["leaks"] == 0 and r["ok"] == r["n"]
+        rows.append(("N=100: errors / leaks", "0 / 0", f"{r['errors'] + r['unserved_at_deadline']} / {r['leaks']}", clean))
+    if 200 in cmw:
+        r = cmw[200]
+        clean = r["errors"] == 0 and r["unserved_at_deadline"] == 0 and r["leaks"] == 0 and r["ok"] == r["n"]
+        rows.append(("N=200 completes: errors / leaks", "0 / 0",
+                     f"{r['ok']}/{r['n']} ok, {r['errors'] + r['unserved_at_deadline']} / {r['leaks']}", clean))
+    before = {r["n"]: r for r in conc.get("cmw-per-token", {}).get("rounds", [])}
+    tuned = {r["n"]: r for r in conc.get("cmw-tuned", {}).get("rounds", [])}
+    for n in (100, 200):
+        if n in cmw:
+            parts = []
+            if n in before:
+                parts.append(f"one yield per token {_f(before[n]['app_cpu_per_1k_tokens_s'], '.3f')} s")
+            parts.append(f"current (40 ms throttle) {_f(cmw[n]['app_cpu_per_1k_tokens_s'], '.3f')} s")
+            if n in tuned:
+                parts.append(f"settings-only tuning {_f(tuned[n]['app_cpu_per_1k_tokens_s'], '.3f')} s")
+            rows.append((f"N={n}: app CPU per 1,000 streamed tokens", "measure, then cut", " -> ".join(parts), None))
+    if 100 in tuned:
+        r = tuned[100]
+        rows.append(("N=100 with settings-only tuning: wall ratio / first-token overhead p99", "<= 1.3 / <= 150 ms",
+                     f"{_f(r['wall_ratio'], '.2f')} / {_f(r['first_token_overhead_p99_ms'])} ms",
+                     (r["wall_ratio"] or 99) <= 1.3 and (r["first_token_overhead_p99_ms"] or 1e9) <= 150))
+    mem = res.get("memory") or {}
+    inproc = mem.get("inproc")
+    http = mem.get("http")
+    if http and inproc:
+        total = http["points"][-1]["bytes_per_session"]
+        gradio = inproc["gradio"][-1]["bytes_per_session"]
+        ours = inproc["app"][-1]["bytes_per_session"]
+        rows.append(("RSS per live idle session beyond Gradio's own state", "<= 50 KB",
+                     f"{ours / 1000:.1f} KB in-process; HTTP total {total / 1000:.1f} KB - Gradio "
+                     f"{gradio / 1000:.1f} KB = {(total - gradio) / 1000:.1f} KB", max(ours, total - gradio) <= 50_000))
+    if http and http.get("after_expiry"):
+        v = http["after_expiry"]["vs_baseline"]
+        rows.append(("RSS after expiry vs baseline (HTTP)", "within 10%", f"{100 * v:+.1f}%", abs(v) <= 0.10))
+    if inproc:
+        v = inproc["app_after_release"]["vs_baseline"]
+        t = inproc["app_after_release_and_malloc_trim"]["vs_baseline"]
+        rows.append(("RSS after release vs baseline (in-process, app only)", "within 10%",
+                     f"{100 * v:+.1f}% ({100 * t:+.1f}% after malloc_trim)", abs(v) <= 0.10))
+    sp = res.get("session_path") or {}
+    if sp.get("sqlite"):
+        p50 = sp["sqlite"]["resume"]["p50_ms"]
+        rows.append((f"resume a {sp['turns']}-turn conversation, SQLite p50", "<= 20 ms", f"{p50:.2f} ms", p50 <= 20))
+    if sp.get("postgres"):
+        p50 = sp["postgres"]["resume"]["p50_ms"]
+        rows.append((f"resume a {sp['turns']}-turn conversation, PostgreSQL p50", "(no target)", f"{p50:.2f} ms", None))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# markdown
+
+
+def concurrency_table(conc: dict) -> str:
+    head = ("| app | N | ok | errors | unserved @deadline | wall s | wall(N)/wall(1) | TTFT p50 / p99 ms | "
+            "first-token overhead p50 / p99 ms | token gap ms | update gap p99 ms | leaks (stream + recall) | "
+            "app CPU s | app CPU % of a core | app CPU s / 1k tokens | loadgen CPU s | other CPU s | load 1m |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+    lines = []
+    for key, app in conc["apps"].items():
+        for r in app["rounds"]:
+            lines.append(
+                f"| {key} | {r['n']} | {r['ok']} | {r['errors']} | {r['unserved_at_deadline']} | {r['wall_s']:.2f} | "
+                f"{_f(r.get('wall_ratio'), '.2f')} | {_f(r['ttft_p50_ms'])} / {_f(r['ttft_p99_ms'])} | "
+                f"{_f(r['first_token_overhead_p50_ms'])} / {_f(r['first_token_overhead_p99_ms'])} | "
+                f"{_f(r['token_gap_mean_ms'], '.1f')} | {_f(r['update_gap_p99_ms'])} | "
+                f"{r['stream_leaks']} + {r['recall_leaks']}/{r['recall_checked']} | {r['app_cpu_s']:.2f} | "
+                f"{100 * r['app_cpu_share_of_core']:.0f}% | "
+                f"{_f(r['app_cpu_per_1k_tokens_s'], '.3f')} | {r['loadgen_cpu_s']:.2f} | {r['other_cpu_s']:.2f} | "
+                f"{r.get('loadavg_1m_before', 0):.2f} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def memory_tables(mem: dict) -> str:
+    out = []
+    http = mem.get("http")
+    if http:
+        out.append(f"HTTP, real app, idle TTL {http['ttl_s']:.0f} s (sweeper every {http['sweep_interval_s']:.1f} s), "
+                   f"each session created by one short turn (`{http['short_turn']}`); creation took "
+                   f"{http['creation_s']:.0f} s, app CPU {http['app_cpu_s_creating']:.0f} s; errors: "
+                   f"{sum(http['errors'].values()) if http['errors'] else 0}.\n\n")
+        out.append("| live sessions | RSS MiB | per session (vs 0) | created/s | app CPU ms per creating turn |\n"
+                   "|---:|---:|---:|---:|---:|\n")
+        for p in http["points"]:
+            per = "-" if not p["live"] else f"{p['bytes_per_session'] / 1024:.1f} KiB"
+            out.append(f"| {p['live']:,} | {_mib(p['rss'])} | {per} | {_f(p.get('create_rate_per_s'))} | "
+                       f"{_f(p.get('cpu_ms_per_turn'), '.1f')} |\n")
+        a = http.get("after_expiry")
+        if a:
+            out.append(f"| 0 (after TTL + sweep, t={a['t']:.0f} s) | {_mib(a['rss'])} | "
+                       f"{100 * a['vs_baseline']:+.1f}% vs baseline | | |\n")
+        out.append("\n")
+    inproc = mem.get("inproc")
+    if inproc:
+        out.append("In-process breakdown (`app_ng.build_app`, no server; gc before each read):\n\n"
+                   "| live sessions | app: RSS MiB | app: per session | Gradio SessionState: RSS MiB | Gradio: per session |\n"
+                   "|---:|---:|---:|---:|---:|\n")
+        for a, g in zip(inproc["app"], inproc["gradio"]):
+            per_a = "-" if not a["live"] else f"{a['bytes_per_session'] / 1024:.1f} KiB"
+            per_g = "-" if not g["live"] else f"{g['bytes_per_session'] / 1024:.1f} KiB"
+            out.append(f"| {a['live']:,} | {_mib(a['rss'])} | {per_a} | {_mib(g['rss'])} | {per_g} |\n")
+        rel = inproc["app_after_release"]
+        trim = inproc["app_after_release_and_malloc_trim"]
+        out.append(f"| 0 after release (registry expiry path) | {_mib(rel['rss'])} ({100 * rel['vs_baseline']:+.1f}%; "
+                   f"Python blocks {100 * rel['py_blocks_vs_baseline']:+.1f}%) | | | |\n")
+        out.append(f"| ... then `malloc_trim(0)` | {_mib(trim['rss'])} ({100 * trim['vs_baseline']:+.1f}%) | | "
+                   f"{_mib(inproc['gradio_after_clear']['rss'])} after clearing "
+                   f"({100 * inproc['gradio_after_clear']['vs_baseline']:+.1f}%) | |\n\n")
+    return "".join(out)
+
+
+def session_table(sp: dict) -> str:
+    app = sp["app"]
+    out = [f"App as built by `app_ng.build_app` (store: `{app['store']}`), {app['sessions']:,} sessions, "
+           f"{app['requests']:,} requests:\n\n",
+           "| path | ops/s | p50 ms | p99 ms |\n|---|---:|---:|---:|\n"]
+    for label, key in (("get_or_create + memory.load, existing session", "get_or_create_and_load_existing"),
+                       ("get_or_create + memory.load, new session", "get_or_create_and_load_new"),
+                       ("get_or_create only", "get_or_create_only")):
+        r = app[key]
+        out.append(f"| {label} | {r['ops_per_s']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |\n")
+    out.append(f"\nResume a {sp['turns']}-turn conversation (load its state back: `aget_state` on its thread):\n\n"
+               "| store | messages | resume p50 ms | resume p99 ms | first load after reopening ms | "
+               "turn write p50 ms |\n|---|---:|---:|---:|---:|---:|\n")
+    rows = [(f"app store ({app['store']})", app["resume"], None, app["turn_write"])]
+    for key in ("sqlite", "postgres"):
+        r = sp.get(key)
+        if r:
+            rows.append((r["store"], r["resume"], r["first_load_after_reopen_ms"], r["turn_write"]))
+    for label, r, first, write in rows:
+        out.append(f"| {label} | {r['messages']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_f(first, '.1f')} | "
+                   f"{write['p50_ms']:.1f} |\n")
+    if not sp.get("postgres"):
+        out.append("| AsyncPostgresSaver | - | skipped: `DATABASE_URL` not set | | | |\n")
+    return "".join(out)
+
+
+def _when(section: dict) -> str:
+    if not section.get("measured_at"):
+        return ""
+    load = section.get("load_at_start")
+    return f"Measured {section['measured_at']}" + (f", load average at start {load[0]:.2f}" if load else "") + ".\n\n"
+
+
+def render_markdown(res: dict) -> str:
+    m = res["machine"]
+    out = [f"# Benchmark results\n\nRun {res['started']} - {res['finished']} ({res['duration_s'] / 60:.1f} min) with "
+           f"`{res['command']}`. Reproduce everything with `.venv/bin/python bench/run_all.py` (~11 min; "
+           "`--max-load 1.0` first waits for a quiet machine).\n\n",
+           f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['ram_gib']} GiB RAM, {m['os']}, "
+           f"Python {m['python']}, gradio {m['gradio']}, langgraph {m['langgraph']}.\n",
+           f"Load average (1 min) at start {res['load_start'][0]:.2f}, at end {res['load_end'][0]:.2f}; per round in "
+           "the table (`load 1m`). `other CPU s` is CPU used by everything except the app and the load generator "
+           "during the round (other work on the machine, kernel): high values mean a disturbed figure.\n\n",
+           f"Offline model, {res['token_delay_s'] * 1000:.0f} ms per token; every chat turn streams ~50 tokens. "
+           "Load generator: bench/loadgen.py (httpx + asyncio, Gradio queue protocol, one cookie jar per user). "
+           "Rate limits are switched off for the benchmark (all users come from 127.0.0.1).\n\n",
+           "## Targets\n\n| target | goal | measured | met |\n|---|---|---|---|\n"]
+    for name, goal, got, ok in targets(res):
+        out.append(f"| {name} | {goal} | {got} | {'yes' if ok else ('no' if ok is False else '-')} |\n")
+    conc = res.get("concurrency")
+    if conc:
+        out.append(f"\n## 1-2. Concurrency: real app vs naive baseline\n\n{_when(conc)}![concurrency](concurrency.png)\n\n"
+                   f"Each round: N users join at the same instant, one turn each; rounds are cut after "
+                   f"{conc['deadline_s']:.0f} s (`unserved`). Apps:\n\n")
+        for key, app in conc["apps"].items():
+            out.append(f"- `{key}`: {app['label']}; idle CPU {100 * app['idle_cpu_share_of_core']:.1f}% of a core\n")
+        out.append("\n" + concurrency_table(conc))
+    mem = res.get("memory")
+    if mem:
+        out.append("\n## 3. Memory per live session and after expiry\n\n" + _when(mem) + "![memory](memory.png)\n\n"
+                   + memory_tables(mem))
+    sp = res.get("session_path")
+    if sp:
+        out.append("\n## 4. Session path and resume (in-process)\n\n" + _when(sp) + session_table(sp))
+    variants = [("memory-variant.json", "release Gradio's per-session state with the session (+ gc, malloc_trim)"),
+                ("memory-variant-malloc.json", "the same, with PYTHONMALLOC=malloc (glibc allocator for all objects)")]
+    for name, title in variants:
+        path = RESULTS / name
+        v = json.loads(path.read_text()).get("http") if path.exists() and mem else None
+        if v:
+            out.append(f"\n### Candidate fix, measured in a separate run: {title}\n\n"
+                       f"`{v.get('script')}` with `CMW_BENCH_FIXES={v.get('fixes', 'release-gradio-state')}`, same HTTP "
+                       f"procedure; file `{name}`:\n\n" + memory_tables({"http": v}))
+    exp = RESULTS / "concurrency-experiments.json"
+    if exp.exists() and conc:
+        e = json.loads(exp.read_text())
+        out.append("\n### Concurrency experiments (separate run, file `concurrency-experiments.json`)\n\n"
+                   + "".join(f"- `{k}`: {a['label']}\n" for k, a in e["apps"].items()) + "\n" + concurrency_table(e))
+    go = res.get("gradio_overheads")
+    if go and "error" not in go:
+        out.append("\n## Gradio overheads that grow with use (in-process, CPU ms)\n\n"
+                   "| cost | when | measured |\n|---|---|---|\n")
+        out.append("| `Queue.compute_analytics_summary` (pandas DataFrame over recent events) | after every completed "
+                   "event, even with `GRADIO_ANALYTICS_ENABLED=False` | " + ", ".join(
+                       f"{ms:.2f} ms @ {int(n):,} events" for n, ms in go["analytics_summary_ms"].items()) + " |\n")
+        out.append("| `StateHolder.delete_all_expired_state` (walks every SessionState) | every second, on the event "
+                   "loop | " + ", ".join(f"{ms:.2f} ms @ {int(n):,} sessions" for n, ms in go["state_sweep_ms"].items())
+                   + " |\n")
+    notes = res.get("notes")
+    if notes:
+        out.append("\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes))
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------------------------
+# plots
+
+
+def plot_concurrency(conc: dict, path: Path, token_delay: float) -> None:
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    (a_wall, a_ttft), (a_cpu, a_ok) = axes
+    for key, app in conc["apps"].items():
+        rs = app["rounds"]
+        ns = [r["n"] for r in rs]
+        color = COLORS.get(key)
+        a_wall.plot(ns, [r.get("wall_ratio") for r in rs], "o-", color=color, label=key)
+        a_ttft.plot(ns, [r["ttft_p99_ms"] for r in rs], "o-", color=color, label=f"{key} p99")
+        a_ttft.plot(ns, [r["ttft_p50_ms"] for r in rs], "x--", color=color, alpha=0.6, label=f"{key} p50")
+        a_cpu.plot(ns, [r["app_cpu_per_1k_tokens_s"] for r in rs], "o-", color=color, label=key)
+        a_ok.plot(ns, [100 * r["ok"] / r["n"] for r in rs], "o-", color=color, label=key)
+        cut = [r for r in rs if r["unserved_at_deadline"]]
+        if cut:  # rounds cut at the deadline: their wall is the deadline, TTFT covers served turns only
+            a_wall.plot([r["n"] for r in cut], [r.get("wall_ratio") for r in cut], "o", mfc="white", color=color,
+                        label=f"{key}: cut at deadline")
+    a_wall.axhline(1.3, color="gray", ls=":", label="target 1.3 (N=100)")
+    a_wall.set(title="wall(N) / wall(1)", xlabel="concurrent sessions N", xscale="log", yscale="log")
+    a_ttft.axhline(150 + token_delay * 1000, color="gray", ls=":", label="target (N=100)")
+    a_ttft.set(title="time to first token (ms, served turns)", xlabel="concurrent sessions N", xscale="log", yscale="log")
+    a_cpu.set(title="app CPU seconds per 1,000 streamed tokens", xlabel="concurrent sessions N", xscale="log")
+    a_ok.set(title=f"turns served within the {conc['deadline_s']:.0f} s deadline (%)", xlabel="concurrent sessions N",
+             xscale="log", ylim=(0, 105))
+    for ax in axes.flat:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Concurrent chat sessions, offline model at {token_delay * 1000:.0f} ms/token, ~50 tokens per turn")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_memory(mem: dict, path: Path) -> None:
+    fig, (a_live, a_time) = plt.subplots(1, 2, figsize=(12, 4.5))
+    http, inproc = mem.get("http"), mem.get("inproc")
+    if http:
+        pts = http["points"]
+        a_live.plot([p["live"] for p in pts], [p["rss"] / 2**20 for p in pts], "o-", label="HTTP: app process RSS")
+    if inproc:
+        a = inproc["app"]
+        a_live.plot([p["live"] for p in a], [p["rss"] / 2**20 for p in a], "s--", label="in-process: app sessions only")
+        g = inproc["gradio"]
+        a_live.plot([p["live"] for p in g], [(p["rss"] - g[0]["rss"] + a[0]["rss"]) / 2**20 for p in g], "^:",
+                    label="in-process: Gradio SessionState only (offset to app baseline)")
+    a_live.set(title="RSS vs live sessions", xlabel="live sessions", ylabel="MiB")
+    if http:
+        base = http["points"][0]["rss"] / 2**20
+        t = [p["t"] for p in http["points"]] + [p["t"] for p in http["timeline"]]
+        r = [p["rss"] / 2**20 for p in http["points"]] + [p["rss"] / 2**20 for p in http["timeline"]]
+        a_time.plot(t, r, ".-", label="app RSS")
+        a_time.axhspan(base * 0.9, base * 1.1, color="green", alpha=0.15, label="baseline +-10%")
+        created = http["creation_s"]
+        a_time.axvline(created, color="gray", ls=":", label="last session created")
+        a_time.axvline(created + http["ttl_s"], color="red", ls=":", label="last session's TTL over")
+        a_time.set(title="RSS over time (creation, then idle expiry)", xlabel="seconds", ylabel="MiB")
+    for ax in (a_live, a_time):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render(res: dict, results_dir: Path = RESULTS, update_readme: bool = True) -> None:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    if res.get("concurrency"):
+        plot_concurrency(res["concurrency"], results_dir / "concurrency.png", res["token_delay_s"])
+    if res.get("memory"):
+        plot_memory(res["memory"], results_dir / "memory.png")
+    md = render_markdown(res)
+    (results_dir / "results.md").write_text(md)
+    if update_readme and README.exists():
+        text = README.read_text()
+        if START in text and END in text:
+            section = md.split("\n", 2)[2].replace("](concurrency.png)", "](results/concurrency.png)").replace(
+                "](memory.png)", "](results/memory.png)")
+            head, rest = text.split(START, 1)
+            _, tail = rest.split(END, 1)
+            README.write_text(f"{head}{START}\n{section}\n{END}{tail}")
+
+
+def main() -> None:
+    res = json.loads((RESULTS / "results.json").read_text())
+    render(res)
+    print(f"wrote {RESULTS / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()
