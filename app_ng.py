@@ -21,7 +21,6 @@ from agent.models import build_chat_model
 from starlette.middleware import Middleware
 
 from memory.conversation_memory import ConversationMemoryManager
-from memory.fingerprint import Fingerprinter
 from memory.registry import SessionRegistry
 from memory.retention import RetentionSweeper
 from memory.session import make_session_factory
@@ -99,7 +98,7 @@ def build_app(settings: Settings | None = None) -> App:
     runtime = AgentRuntime(choice.model, load_catalog(), store.checkpointer, middleware=pii_middleware(settings))
     manager = ConversationMemoryManager(runtime, store)
     registry = SessionRegistry(make_session_factory(manager), maxsize=settings.session_max,
-                               ttl=settings.session_ttl, fingerprint=Fingerprinter(key))
+                               ttl=settings.session_ttl, fingerprint=credentials.fingerprint)
     retention = RetentionSweeper(store, days=settings.retention_days, interval=settings.retention_sweep_seconds)
     edge = SessionEdge(registry, credentials, on_first_request=retention.start)
     demo = build_ui(ChatHandlers(edge, manager, settings), ConversationHandlers(edge, manager),

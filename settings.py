@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -97,6 +98,4 @@ class Settings:
         )
 
     def replace(self, **changes) -> "Settings":
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return Settings(**values)
+        return dataclasses.replace(self, **changes)

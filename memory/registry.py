@@ -14,15 +14,11 @@ from typing import Callable
 
 from cachetools import TTLCache
 
-from memory.fingerprint import Fingerprinter
 from memory.session import Session, SessionFactory
 
 
 class _ReleasingTTLCache(TTLCache):
     """A TTLCache that releases every session it drops, by expiry or by size eviction."""
-
-    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float]):
-        super().__init__(maxsize=maxsize, ttl=ttl, timer=timer)
 
     def popitem(self):
         key, session = super().popitem()
@@ -37,11 +33,12 @@ class _ReleasingTTLCache(TTLCache):
 
 
 class SessionRegistry:
-    def __init__(self, factory: SessionFactory, *, maxsize: int, ttl: float,
-                 fingerprint: Callable[[str], str] | None = None, timer: Callable[[], float] = time.monotonic):
+    def __init__(self, factory: SessionFactory, *, maxsize: int, ttl: float, fingerprint: Callable[[str], str],
+                 timer: Callable[[], float] = time.monotonic):
+        """``fingerprint``: the keyed one-way hash that names a session in logs, the UI and the store."""
         self._factory = factory
-        self._fingerprint = fingerprint or Fingerprinter()
-        self._cache = _ReleasingTTLCache(maxsize, ttl, timer)
+        self._fingerprint = fingerprint
+        self._cache = _ReleasingTTLCache(maxsize=maxsize, ttl=ttl, timer=timer)
         self._lock = threading.Lock()
 
     def get_or_create(self, session_key: str, owner: str | None = None, username: str | None = None) -> Session:
@@ -100,6 +97,3 @@ class SessionRegistry:
         with self._lock:
             self._cache.expire()
             return len(self._cache)
-
-    def fingerprint(self, value: str) -> str:
-        return self._fingerprint(value)

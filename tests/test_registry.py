@@ -14,6 +14,7 @@ from memory.conversation_memory import ConversationMemoryManager
 from memory.registry import SessionRegistry
 from memory.session import make_session_factory
 from memory.store import ConversationStore
+from security.owner import OwnerCredentials
 
 
 class FakeClock:
@@ -31,7 +32,7 @@ def make_registry(tmp_path):
         runtime = AgentRuntime(OfflineChatModel(token_delay=0), load_catalog(), store.checkpointer)
         manager = ConversationMemoryManager(runtime, store)
         registry = SessionRegistry(make_session_factory(manager), maxsize=maxsize, ttl=ttl,
-                                   timer=clock or FakeClock())
+                                   fingerprint=OwnerCredentials(b"k" * 32).fingerprint, timer=clock or FakeClock())
         return registry, manager
 
     return make

@@ -53,7 +53,7 @@ class ChatHandlers:
         refusal = refusal_for(text, max_chars=self._settings.max_message_chars)
         if refusal:
             return refusal
-        wait = self._owner_limit.wait_seconds(session.owner or session.fingerprint)
+        wait = self._owner_limit.wait_seconds(session.principal)
         if wait:
             return rate_limit_message(self._owner_limit.limit, wait)
         wait = self._ip_limit.wait_seconds(self._edge.credentials.fingerprint(client_host(request)))
