@@ -55,7 +55,6 @@ class ConversationStore:
             raise ValueError("a data directory or a database URL is required")
         self.database_url = database_url
         self.data_dir = data_dir
-        self.backend = "postgres" if database_url else "sqlite"
         self._saver: Any = None
         self._sql: Any = None  # aiosqlite connection or psycopg pool
         self._opening: asyncio.Lock | None = None
@@ -194,16 +193,3 @@ class ConversationStore:
         for conversation_id, owner in rows:
             await self.delete(conversation_id, owner)
         return len(rows)
-
-    async def count_rows(self, conversation_ids: list[str]) -> dict[str, int]:
-        """Stored rows for these conversations, per table (how tests prove deletion)."""
-        tables = (("checkpoint_writes", "checkpoints", "checkpoint_blobs") if self.database_url
-                  else ("writes", "checkpoints"))
-        counts = {}
-        marks = ", ".join("?" for _ in conversation_ids) or "NULL"
-        for table in tables:
-            rows = await self._rows(f"SELECT count(*) FROM {table} WHERE thread_id IN ({marks})", *conversation_ids)
-            counts[table] = rows[0][0]
-        rows = await self._rows(f"SELECT count(*) FROM cmw_conversations WHERE id IN ({marks})", *conversation_ids)
-        counts["cmw_conversations"] = rows[0][0]
-        return counts

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
+import traceback
+import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -14,12 +19,14 @@ for path in (ROOT, ROOT / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from tests_support import free_port  # noqa: E402
+from tests_support import free_port, with_search_path  # noqa: E402
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 _PROVIDER_KEYS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CMW_MODEL", "DATABASE_URL")
+LINGER_SECONDS = 15.0
+_EXIT_STATUS = pytest.StashKey[int]()
 
 
 @pytest.fixture(autouse=True)
@@ -45,18 +52,67 @@ def make_settings(tmp_path: Path) -> Callable:
 
 @pytest.fixture
 def launch_app(make_settings) -> Iterator[Callable]:
-    """Factory: build the real app, launch it in-process on a free port, return (app, base_url)."""
+    """Factory: build the real app, launch it in-process on a free port, return (app, base_url).
+    Every app it built is closed after the test, pass or fail, even when closing another one raises."""
     from app_ng import build_app
 
-    launched = []
+    with ExitStack() as closing:
+        def launch(**setting_changes):
+            app = build_app(make_settings(**setting_changes))
+            closing.callback(app.close)  # before launch: an app that fails to start is closed too
+            port = free_port()
+            app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+            return app, f"http://127.0.0.1:{port}/"
 
-    def launch(**setting_changes):
-        app = build_app(make_settings(**setting_changes))
-        port = free_port()
-        app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-        launched.append(app)
-        return app, f"http://127.0.0.1:{port}/"
+        yield launch
 
-    yield launch
-    for app in launched:
-        app.close()
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL (from TEST_DATABASE_URL) whose connections see only a fresh schema of this
+    test's own, dropped afterwards: no test sees another's rows. Skips when TEST_DATABASE_URL is unset."""
+    base = os.environ.get("TEST_DATABASE_URL")
+    if not base:
+        pytest.skip("PostgreSQL tests need TEST_DATABASE_URL (e.g. postgresql://postgres@127.0.0.1:5432/test); "
+                    ".ci/run sets it")
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex}"
+    with psycopg.connect(base, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield with_search_path(base, schema)
+    finally:
+        with psycopg.connect(base, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SET lock_timeout = '10s'")  # a connection left open cannot hang the teardown
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run cannot hang on its way out: a thread that would keep the process alive (an unclosed
+    store's worker, a stuck client) gets a few seconds to end, then is named with its stack and the
+    process exits with a failure status."""
+    deadline = time.monotonic() + LINGER_SECONDS
+    for thread in _lingering():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = _lingering()
+    if not stuck:
+        return
+    frames = sys._current_frames()
+    report = [f"\n{len(stuck)} non-daemon thread(s) still running {LINGER_SECONDS:.0f} s after the tests "
+              "(something was not closed); exiting instead of hanging:\n"]
+    for thread in stuck:
+        report.append(f"--- {thread.name}\n" + "".join(traceback.format_stack(frames.get(thread.ident))))
+    sys.stderr.write("".join(report))
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(config.stash.get(_EXIT_STATUS, 0) or 1)
+
+
+def _lingering() -> list[threading.Thread]:
+    return [t for t in threading.enumerate()
+            if t is not threading.current_thread() and not t.daemon and t.is_alive()]

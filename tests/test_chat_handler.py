@@ -19,8 +19,25 @@ OWNER_TOKEN = {}
 
 
 @pytest.fixture
-def app(make_settings):
-    app = build_app(make_settings(stream_interval=0.0))
+async def make_app(make_settings):
+    """Factory: the app built in-process (every update streamed unless changed); the store of each app
+    it built is closed after the test, pass or fail."""
+    apps = []
+
+    def make(**changes):
+        apps.append(build_app(make_settings(**{"stream_interval": 0.0, **changes})))
+        return apps[-1]
+
+    try:
+        yield make
+    finally:
+        for app in apps:
+            await app.manager.store.close()
+
+
+@pytest.fixture
+def app(make_app):
+    app = make_app()
     OWNER_TOKEN["value"] = app.credentials.mint()
     return app
 
@@ -69,21 +86,26 @@ async def test_control_characters_are_stripped_before_the_agent_sees_them(app, h
         "Nice to meet you, Alice! I'll remember your name in this conversation."
 
 
-async def test_stop_leaves_memory_equal_to_what_was_shown(make_settings):
-    app = build_app(make_settings(offline_token_delay=0.01, stream_interval=0.0))
+async def test_stop_leaves_memory_equal_to_what_was_shown(make_app):
+    app = make_app(offline_token_delay=0.01)
     OWNER_TOKEN["value"] = app.credentials.mint()
     handlers = chat_handlers(app)
     await api(app, handlers, "My name is Stopper")
     shown = []
+    ten_shown = asyncio.Event()
 
     async def consume():
         async for reply in handlers.api_chat("Count to 300", request("tab-1")):
             shown.append(reply)
+            if len(shown) == 10:
+                ten_shown.set()
 
     task = asyncio.create_task(consume())
-    while len(shown) < 10:
-        await asyncio.sleep(0.01)
+    waiter = asyncio.create_task(ten_shown.wait())
+    await asyncio.wait({task, waiter}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
     task.cancel()
+    assert ten_shown.is_set(), f"the turn ended or stalled after {len(shown)} replies"
     with pytest.raises(asyncio.CancelledError):
         await task
     visible = shown[-1]

@@ -26,16 +26,24 @@ class FakeClock:
 
 
 @pytest.fixture
-def make_registry(tmp_path):
+async def make_registry(tmp_path):
+    """Factory: a registry over a fresh store; every store it made is closed after the test."""
+    stores = []
+
     def make(maxsize: int = 100, ttl: float = 60.0, clock=None):
         store = ConversationStore(data_dir=tmp_path / "data")
+        stores.append(store)
         runtime = AgentRuntime(OfflineChatModel(token_delay=0), load_catalog(), store.checkpointer)
         manager = ConversationMemoryManager(runtime, store)
         registry = SessionRegistry(make_session_factory(manager), maxsize=maxsize, ttl=ttl,
                                    fingerprint=OwnerCredentials(b"k" * 32).fingerprint, timer=clock or FakeClock())
         return registry, manager
 
-    return make
+    try:
+        yield make
+    finally:
+        for store in stores:
+            await store.close()
 
 
 def test_same_key_same_session_other_key_other_session(make_registry):
@@ -112,13 +120,12 @@ async def test_eviction_frees_the_live_session_and_loses_nothing(make_registry):
     assert transcript.messages[0].text == "My name is Evicted" and transcript.cart["apple"]["qty"] == 2
     await _chat(again, manager, "What's my name?")
     assert (await again.memory.load()).messages[-1].text == "Your name is Evicted."
-    await manager.store.close()
 
 
 def test_get_or_create_is_atomic_under_threads(make_registry):
     registry, _ = make_registry(maxsize=1000)
     results: dict[str, list] = {f"k{i}": [] for i in range(20)}
-    barrier = threading.Barrier(40)
+    barrier = threading.Barrier(40, timeout=30)  # a thread that never arrives breaks it for all
 
     def worker(n: int) -> None:
         barrier.wait()
@@ -126,11 +133,12 @@ def test_get_or_create_is_atomic_under_threads(make_registry):
             key = f"k{(i + n) % 20}"
             results[key].append(registry.get_or_create(key))
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(40)]
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(40)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
     assert len(registry) == 20
     for key, seen in results.items():
         assert len(seen) == 40
