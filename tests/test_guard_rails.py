@@ -79,11 +79,17 @@ def test_no_tool_takes_a_session_or_user_id():
 
 def test_every_gradio_handler_takes_the_request():
     from ui.chat_handler import ChatHandlers
+    from ui.conversations import ConversationHandlers
+    from ui.privacy import PrivacyHandlers
 
-    for name, method in inspect.getmembers(ChatHandlers, inspect.isfunction):
-        if name.startswith("_") or name == "resolve":
-            continue
-        assert "request" in inspect.signature(method).parameters, f"ChatHandlers.{name} ignores gr.Request"
+    checked = set()
+    for handlers in (ChatHandlers, ConversationHandlers, PrivacyHandlers):
+        for name, method in inspect.getmembers(handlers, inspect.isfunction):
+            if name.startswith("_") or isinstance(inspect.getattr_static(handlers, name), staticmethod):
+                continue  # a static method has no instance, hence no session to reach
+            assert "request" in inspect.signature(method).parameters, f"{handlers.__name__}.{name} ignores gr.Request"
+            checked.add(name)
+    assert {"api_chat", "respond", "stop", "undo", "retry", "clear", "load", "export", "delete_all"} <= checked
 
 
 @pytest.mark.parametrize("setting", ["concurrency_limit", "max_threads"])

@@ -1,4 +1,9 @@
-"""The real app, launched in-process on a free port, driven by many gradio_client sessions at once."""
+"""The real app, launched in-process on a free port, driven by many gradio_client sessions at once.
+
+Every wait is bounded: barriers time out (a thread that never arrives breaks them for all), and each
+turn is ``submit(...).result(timeout=...)``. Clients are kept until the assertions are done and then
+closed: a client that is garbage-collected stops its heartbeat, and Gradio then unloads its session.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,53 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 import httpx
+import pytest
 from gradio_client import Client
 
-PRODUCTS = ["apples", "bananas", "quinoa", "rice", "bread", "eggs", "milk", "oat milk", "coffee", "tea"]
+TURN_TIMEOUT = 30  # seconds for one turn, however loaded the machine
+START_TIMEOUT = 60  # seconds for every client to connect and reach the starting line
 
 
-def converse(url: str, index: int, barrier: threading.Barrier) -> dict:
-    client = Client(url, verbose=False)
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    """The test's clients, alive until it ends, then closed (at once: each close waits up to 1 s)."""
+    made: list[Client] = []
+    yield made
+    if made:
+        with ThreadPoolExecutor(len(made)) as pool:
+            list(pool.map(Client.close, made))
+
+
+def chat(client: Client, text: str) -> str:
+    return client.submit(text, api_name="/chat").result(timeout=TURN_TIMEOUT)
+
+
+def converse(client: Client, index: int, barrier: threading.Barrier) -> dict:
     name = f"Canary{uuid.uuid4().hex[:10]}"
     item = f"gadget{uuid.uuid4().hex[:8]}"  # unique custom cart item
     barrier.wait()
-    replies = [client.predict(f"My name is {name}", api_name="/chat"),
-               client.predict(f"Add {index % 7 + 1} {item} to my cart", api_name="/chat"),
-               client.predict("What's my name?", api_name="/chat"),
-               client.predict("Show my cart", api_name="/chat")]
+    replies = [chat(client, f"My name is {name}"),
+               chat(client, f"Add {index % 7 + 1} {item} to my cart"),
+               chat(client, "What's my name?"),
+               chat(client, "Show my cart")]
     return {"name": name, "item": item, "qty": index % 7 + 1, "replies": replies}
 
 
-def test_thirty_concurrent_sessions_each_see_exactly_their_own(launch_app):
+def test_thirty_concurrent_sessions_each_see_exactly_their_own(launch_app, clients):
     app, url = launch_app()
     n = 32
-    barrier = threading.Barrier(n)
+    barrier = threading.Barrier(n, timeout=START_TIMEOUT)
+
+    def one(i: int) -> dict:
+        client = Client(url, verbose=False)
+        clients.append(client)
+        return converse(client, i, barrier)
+
     with ThreadPoolExecutor(n) as pool:
-        results = list(pool.map(lambda i: converse(url, i, barrier), range(n)))
+        results = list(pool.map(one, range(n)))
     names = {r["name"] for r in results}
     items = {r["item"] for r in results}
     assert len(names) == len(items) == n
@@ -41,6 +68,7 @@ def test_thirty_concurrent_sessions_each_see_exactly_their_own(launch_app):
         everything = "\n".join(r["replies"])
         assert not (names - {r["name"]}) & set(_words(everything)), "another session's name leaked"
         assert not (items - {r["item"]}) & set(_words(everything)), "another session's cart item leaked"
+    assert all(app.registry.peek(client.session_hash) is not None for client in clients)
     assert len(app.registry) == n
 
 
@@ -48,20 +76,23 @@ def _words(text: str) -> list[str]:
     return text.replace(".", " ").replace(",", " ").replace("!", " ").split()
 
 
-def test_streams_of_concurrent_sessions_overlap(launch_app):
+def test_streams_of_concurrent_sessions_overlap(launch_app, clients):
     app, url = launch_app(offline_token_delay=0.02)
     n = 10
-    barrier = threading.Barrier(n)
+    barrier = threading.Barrier(n, timeout=START_TIMEOUT)
 
     def stream(i: int) -> tuple[float, float, list[str]]:
         client = Client(url, verbose=False)
+        clients.append(client)
         barrier.wait()
         job = client.submit("Count to 50", api_name="/chat")
-        partials, first = [], None
-        for partial in job:
-            first = first or time.monotonic()
-            partials.append(partial)
-        return first, time.monotonic(), partials
+        deadline, first = time.monotonic() + TURN_TIMEOUT, None
+        while not job.done():  # a bounded poll: iterating a Job waits without a limit
+            assert time.monotonic() < deadline, "the stream did not finish in time"
+            first = first or (time.monotonic() if job.outputs() else None)
+            time.sleep(0.002)
+        job.result(timeout=0)  # raises the turn's error, if any
+        return first or time.monotonic(), time.monotonic(), [p for p in job.outputs() if isinstance(p, str)]
 
     with ThreadPoolExecutor(n) as pool:
         spans = list(pool.map(stream, range(n)))

@@ -6,14 +6,13 @@ import asyncio
 import json
 import re
 import uuid
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from gradio_client import Client
 from langchain_core.messages import HumanMessage
 
 from security.admission import BUSY_MESSAGE
+from tests_support import wait_until
 from ui.input_guard import EMPTY_MESSAGE, too_long_message
 
 RATE = re.compile(r"You are sending messages too quickly \(limit: (\d+) per minute\)\. "
@@ -103,21 +102,21 @@ def test_messages_per_minute_per_client_address(launch_app):
 
 
 def test_busy_when_the_waiting_line_is_full(launch_app):
-    app, url = launch_app(concurrency_limit=1, queue_max=1, offline_token_delay=0.03)
-    n = 3
-    barrier = threading.Barrier(n)
+    """One turn runs, one waits, the third is told the assistant is busy. No timing involved: the
+    running turn is long and holds its slot until the test stops it, as the Stop button does."""
+    app, url = launch_app(concurrency_limit=1, queue_max=1, offline_token_delay=0.02)
+    chat = next(fn.fn for fn in app.demo.fns.values() if fn.api_name == "chat")
+    admission = chat.__self__._admission  # read only: how many turns wait for a slot
+    running, waiting, refused = (Client(url, verbose=False) for _ in range(3))
+    long_turn = running.submit("Count to 1000", api_name="/chat")  # 20 s unless stopped
+    wait_until(long_turn.outputs, "the first turn never started streaming")
+    queued = waiting.submit("Count to 5", api_name="/chat")
+    wait_until(lambda: admission.waiting == 1, "the second turn never queued for the slot")
 
-    def count(_):
-        client = Client(url, verbose=False)
-        barrier.wait()
-        return client, client.predict("Count to 40", api_name="/chat")
-
-    with ThreadPoolExecutor(n) as pool:
-        results = list(pool.map(count, range(n)))
-    replies = [reply for _, reply in results]
-    full = " ".join(map(str, range(1, 41)))
-    assert sorted(replies) == sorted([full, full, BUSY_MESSAGE])
-    assert BUSY_MESSAGE == ("The assistant is busy right now: too many conversations are waiting. "
-                            "Please try again in a minute.")
-    refused_client = next(client for client, reply in results if reply == BUSY_MESSAGE)
-    assert stored_user_messages(app, refused_client) == []
+    assert refused.submit("Count to 40", api_name="/chat").result(timeout=30) == BUSY_MESSAGE == (
+        "The assistant is busy right now: too many conversations are waiting. Please try again in a minute.")
+    app.registry.peek(running.session_hash).stop_requested = True  # what ChatHandlers.stop does
+    assert queued.result(timeout=30) == "1 2 3 4 5"
+    shown = long_turn.result(timeout=30).split()
+    assert 0 < len(shown) < 1000 and shown == [str(n) for n in range(1, len(shown) + 1)]
+    assert stored_user_messages(app, refused) == []
