@@ -51,7 +51,8 @@ class App:
     _stop_sweeper: threading.Event = field(default_factory=threading.Event)
 
     def launch(self, **overrides) -> None:
-        guard = Middleware(OwnerGuard, credentials=self.credentials, registry=self.registry)
+        guard = Middleware(OwnerGuard, credentials=self.credentials, registry=self.registry,
+                           allowed_origins=self.settings.allowed_origins, same_site=self.settings.cookie_same_site)
         options = dict(max_threads=self.settings.max_threads, show_error=False, run_history=False,
                        footer_links=["api", "gradio"], app_kwargs={"middleware": [guard]})
         options.update(overrides)
@@ -93,7 +94,7 @@ def build_app(settings: Settings | None = None) -> App:
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
     choice = build_chat_model(settings)
     key = load_or_create_key(settings.data_dir, settings.secret_key)
-    credentials = OwnerCredentials(key, same_site=settings.cookie_same_site)
+    credentials = OwnerCredentials(key)
     store = ConversationStore(data_dir=settings.data_dir, database_url=settings.database_url)
     runtime = AgentRuntime(choice.model, load_catalog(), store.checkpointer, middleware=pii_middleware(settings))
     manager = ConversationMemoryManager(runtime, store)

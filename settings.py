@@ -23,6 +23,15 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(_float(env, name, default))
 
 
+def _origins(raw: str) -> frozenset[str]:
+    origins = frozenset(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+            raise SystemExit(f"CMW_ALLOWED_ORIGINS: {origin!r} is not an origin; write it like "
+                             "https://www.example.com (scheme and host, no path), comma-separated.")
+    return origins
+
+
 @dataclass(frozen=True)
 class Settings:
     # model
@@ -41,8 +50,9 @@ class Settings:
     max_message_chars: int = 4000
     rate_limit_per_owner: int = 30
     rate_limit_per_ip: int = 300
-    # owner credential
-    cookie_same_site: str = "lax"
+    # owner credential (partitioned where the browser allows it, see security/cookie_mode.py)
+    cookie_same_site: str = "lax"  # only for the first-party fallback cookie (plain http, non-loopback)
+    allowed_origins: frozenset[str] = frozenset()  # other sites whose pages may call this app's API
     secret_key: str | None = field(default=None, repr=False)
     # storage
     data_dir: Path = Path("data")
@@ -73,7 +83,10 @@ class Settings:
         queue_max = max(0, _int(env, "CMW_QUEUE_MAX", cls.queue_max))
         same_site = env.get("CMW_COOKIE_SAMESITE", "lax").strip().lower() or "lax"
         if same_site not in {"lax", "strict", "none"}:
-            raise SystemExit(f"CMW_COOKIE_SAMESITE={same_site!r}: use lax, strict or none (none for iframes/Spaces).")
+            raise SystemExit(f"CMW_COOKIE_SAMESITE={same_site!r}: use lax or strict. Framed use (Spaces, "
+                             "websites) needs no setting: the app picks a partitioned cookie by itself.")
+        if same_site == "none":  # accepted for old configurations: framing now works without it
+            same_site = "lax"
         return cls(
             openai_api_key=key,
             openai_base_url=env.get("OPENAI_BASE_URL", "").strip() or None,
@@ -89,6 +102,7 @@ class Settings:
             rate_limit_per_owner=max(0, _int(env, "CMW_RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_owner)),
             rate_limit_per_ip=max(0, _int(env, "CMW_IP_RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_ip)),
             cookie_same_site=same_site,
+            allowed_origins=_origins(env.get("CMW_ALLOWED_ORIGINS", "")),
             secret_key=env.get("CMW_SECRET_KEY", "").strip() or None,
             data_dir=Path(env.get("CMW_DATA_DIR", "").strip() or "data"),
             database_url=env.get("DATABASE_URL", "").strip() or None,

@@ -41,7 +41,7 @@ def build(env: dict[str, str]):
 
 def cookie_name() -> str:
     try:
-        from security.owner import COOKIE_NAME
+        from security.cookie_mode import COOKIE_NAME
 
         return COOKIE_NAME
     except ImportError:

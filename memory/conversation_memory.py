@@ -131,6 +131,10 @@ class ConversationMemoryManager:
         record = await self.store.get(conversation_id, owner)
         return self.entry(record.id) if record else None
 
+    async def latest_entry_of_owner(self, owner: str) -> ConversationMemory | None:
+        records = await self.store.list_for_owner(owner) if owner else []
+        return self.entry(records[0].id) if records else None
+
     async def last_entry_of_session(self, owner: str, session_fingerprint: str) -> ConversationMemory | None:
         record = await self.store.latest_for_session(owner, session_fingerprint)
         return self.entry(record.id) if record else None

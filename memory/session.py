@@ -70,6 +70,15 @@ class Session:
         self.rehydrated = True
         return True
 
+    async def open_latest_conversation(self) -> bool:
+        """Continue this principal's most recently updated conversation, if there is one."""
+        entry = await self._manager.latest_entry_of_owner(self.principal)
+        if entry is None:
+            return False
+        self.agent.memory = entry
+        self.rehydrated = True
+        return True
+
     def start_new_conversation(self) -> None:
         """Leave the current conversation (it stays stored) and begin an empty one."""
         self.agent.memory = self._manager.entry()

@@ -1,13 +1,22 @@
-"""ASGI middleware: the owner cookie, and session_hash binding at the HTTP layer.
+"""ASGI middleware: who is calling, cross-site refusals, and session_hash binding at the HTTP layer.
 
 Gradio trusts whatever session_hash a client names, and some routes (``queue/data``, ``heartbeat``)
 run no handler code at all. So every request is checked here, before Gradio sees it:
 
-* a client without a valid owner cookie gets a new one (on any response, the page included), and the
-  request continues as that new owner;
+* **cross-site**: a request to ``/gradio_api/...`` (or any non-GET request) from another site - a
+  browser's ``Sec-Fetch-Site: cross-site|same-site``, or an ``Origin`` that is not this app's own - is
+  refused, unless that origin is listed in ``CMW_ALLOWED_ORIGINS``. The app's own frame makes
+  same-origin requests; gradio_client sends neither header;
+* **the owner cookie** (partitioned or first-party, see :mod:`security.cookie_mode`) is parsed in linear
+  time from a bounded header; two of them in one request are refused, not silently resolved;
+* **who is calling** becomes a :class:`~security.caller.Caller` in the scope's state: the cookie's
+  owner; or, for a browser request that names a session but carries no cookie (cookies blocked), a
+  tab-only owner derived from that session_hash. A new cookie is minted only on a document navigation
+  (or a non-browser client's request that names no session), never on a cross-site subrequest, and a
+  valid cookie is never replaced;
 * every Gradio route that names a session_hash - ``queue/join``, ``call/*``, ``run/*``, ``cancel`` and
   ``component_server`` bodies, the ``queue/data`` query, ``heartbeat/<hash>``, ``stream/<hash>/...``,
-  the event id of ``call/<api>/<event_id>`` - must name a hash bound to this owner (a hash is bound at
+  the event id of ``call/<api>/<event_id>`` - must name a hash bound to this caller (a hash is bound at
   first use; the binding lives on the session in the registry). Anyone else gets 403;
 * ``deep_link`` (exports a session's UI state) is not served at all.
 """
@@ -16,17 +25,28 @@ from __future__ import annotations
 
 import json
 import logging
-from http.cookies import SimpleCookie
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.datastructures import Headers
 
 from memory.registry import SessionRegistry
-from security.owner import COOKIE_NAME, OwnerCredentials
+from security.caller import SCOPE_KEY, Caller
+from security.cookie_mode import cookie_mode
+from security.cookies import CookieHeaderTooLarge, cookie_pairs
+from security.owner import OwnerCredentials
 
 log = logging.getLogger("cmw.http_guard")
 
 MAX_BODY_BYTES = 1_000_000
 _BODY_ROUTES = ("queue/join", "call/", "run/", "api/", "cancel", "component_server")
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 FORBIDDEN = b'{"detail": "This session belongs to someone else. Reload the page to start your own."}'
+CROSS_SITE = (b'{"detail": "Requests from other websites are not accepted. Open the app itself, or ask its '
+              b'operator to add your site to CMW_ALLOWED_ORIGINS."}')
+DUPLICATE_COOKIES = (b'{"detail": "Your browser sent two owner cookies for this site (another site on the same '
+                     b'domain may have set one). Clear this site\'s cookies and reload the page."}')
+COOKIES_TOO_LARGE = (b'{"detail": "Your browser sent too many or too large cookies for this site. Clear this '
+                     b'site\'s cookies and reload the page."}')
 
 
 def _api_route(path: str) -> str | None:
@@ -34,34 +54,6 @@ def _api_route(path: str) -> str | None:
     marker = "/gradio_api/"
     index = path.find(marker)
     return path[index + len(marker):] if index >= 0 else None
-
-
-def _token_from(scope) -> str | None:
-    for name, value in scope.get("headers", []):
-        if name == b"cookie":
-            cookie = SimpleCookie()
-            try:
-                cookie.load(value.decode("latin-1"))
-            except Exception:
-                continue
-            if COOKIE_NAME in cookie:
-                return cookie[COOKIE_NAME].value
-    return None
-
-
-def _with_cookie(scope, token: str):
-    """The scope with its Cookie header carrying ``token`` as the owner cookie (others kept)."""
-    kept = []
-    for name, value in scope.get("headers", []):
-        if name != b"cookie":
-            kept.append((name, value))
-            continue
-        parts = [p for p in value.decode("latin-1").split(";") if p.strip() and
-                 p.strip().split("=", 1)[0] != COOKIE_NAME]
-        if parts:
-            kept.append((b"cookie", ";".join(parts).encode("latin-1")))
-    kept.append((b"cookie", f"{COOKIE_NAME}={token}".encode("latin-1")))
-    return {**scope, "headers": kept}
 
 
 async def _respond(send, status: int, body: bytes, set_cookie: str | None = None) -> None:
@@ -72,39 +64,89 @@ async def _respond(send, status: int, body: bytes, set_cookie: str | None = None
     await send({"type": "http.response.body", "body": body})
 
 
+def is_cross_site(headers: Headers, allowed_origins: frozenset[str]) -> bool:
+    """Whether a browser sent this request from another site (or a sibling subdomain)."""
+    origin = headers.get("origin")
+    if origin is not None and origin in allowed_origins:
+        return False
+    if headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        return True
+    if origin is None:
+        return False
+    own = {headers.get("host", "").lower(), headers.get("x-forwarded-host", "").split(",")[0].strip().lower()}
+    return urlsplit(origin).netloc.lower() not in own - {""}
+
+
+def may_mint(scope, headers: Headers, names_session: bool, partitioned: bool) -> bool:
+    """Whether this request may be given a new owner cookie (it carried no valid one).
+
+    Browsers: only a GET document navigation - it carries every cookie that could come back (a partitioned
+    cookie in a frame, a Lax one top-level), so "no cookie" there means none. A framed navigation gets a
+    first-party cookie never (it could overwrite the top-level one in browsers that still allow it).
+    Non-browser clients (no ``Sec-Fetch-Site``): any request that names no session."""
+    site = headers.get("sec-fetch-site")
+    if site is None:
+        return not names_session
+    if scope["method"] != "GET" or headers.get("sec-fetch-mode") != "navigate":
+        return False
+    return site in ("same-origin", "none") or partitioned or headers.get("sec-fetch-dest") == "document"
+
+
 class OwnerGuard:
-    def __init__(self, app, *, credentials: OwnerCredentials, registry: SessionRegistry):
+    def __init__(self, app, *, credentials: OwnerCredentials, registry: SessionRegistry,
+                 allowed_origins: frozenset[str] = frozenset(), same_site: str = "lax"):
         self.app = app
         self.credentials = credentials
         self.registry = registry
+        self.allowed_origins = frozenset(allowed_origins)
+        self.same_site = same_site
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        token = _token_from(scope)
-        owner = self.credentials.owner_of(token)
-        set_cookie = None
-        if owner is None:
-            token = self.credentials.mint()
-            owner = self.credentials.owner_of(token)
-            scope = _with_cookie(scope, token)
-            set_cookie = self.credentials.set_cookie_header(token)
-
+        headers = Headers(scope=scope)
         route = _api_route(scope["path"])
+        if (route is not None or scope["method"] not in _SAFE_METHODS) and is_cross_site(headers, self.allowed_origins):
+            log.warning("refused a cross-site %s request (Sec-Fetch-Site=%r)", scope["method"],
+                        headers.get("sec-fetch-site"))
+            return await _respond(send, 403, CROSS_SITE)
+        mode = cookie_mode(scope)
+        try:
+            tokens = [value for name, value in cookie_pairs(scope.get("headers", [])) if name == mode.name]
+        except CookieHeaderTooLarge:
+            return await _respond(send, 431, COOKIES_TOO_LARGE)
+        if len(tokens) > 1:
+            log.warning("refused a request with %d owner cookies", len(tokens))
+            return await _respond(send, 400, DUPLICATE_COOKIES)
+        owner = self.credentials.owner_of(tokens[0]) if tokens else None
+
+        body = b""
+        named: list[tuple[str, bool]] = []
         if route is not None:
             if route.startswith("deep_link"):
-                return await _respond(send, 404, b'{"detail": "Not Found"}', set_cookie)
-            body = b""
+                return await _respond(send, 404, b'{"detail": "Not Found"}')
             if scope["method"] == "POST" and route.startswith(_BODY_ROUTES):
                 body, too_large = await _read_body(receive)
                 if too_large:
-                    return await _respond(send, 413, b'{"detail": "Request too large."}', set_cookie)
+                    return await _respond(send, 413, b'{"detail": "Request too large."}')
                 receive = _replay(body)
-            for session_hash, may_bind in _named_sessions(scope, route, body):
-                if not self._allowed(session_hash, owner, may_bind):
-                    log.warning("refused %s for session %s: not its owner", route.split("/")[0],
-                                self.credentials.fingerprint(session_hash))
-                    return await _respond(send, 403, FORBIDDEN, set_cookie)
+            named = _named_sessions(scope, route, body)
+
+        set_cookie = None
+        if owner is None and may_mint(scope, headers, bool(named), mode.partitioned):
+            token = self.credentials.mint()
+            owner = self.credentials.owner_of(token)
+            set_cookie = mode.set_cookie_header(token, self.same_site)
+        caller = Caller(owner)
+        if owner is None and named and not tokens and "sec-fetch-site" in headers:
+            # A browser that keeps no cookie at all: the tab's own session, ending with the tab.
+            caller = Caller(self.credentials.tab_owner(named[0][0]), tab_only=True)
+        for session_hash, may_bind in named:
+            if caller.owner is None or not self._allowed(session_hash, caller.owner, may_bind):
+                log.warning("refused %s for session %s: not its owner", route.split("/")[0],
+                            self.credentials.fingerprint(session_hash))
+                return await _respond(send, 403, FORBIDDEN, set_cookie)
+        scope = {**scope, "state": {**scope.get("state", {}), SCOPE_KEY: caller}}
 
         if set_cookie is None:
             return await self.app(scope, receive, send)

@@ -2,6 +2,8 @@
 
 The server keeps only keyed hashes of tokens (owner ids). A token whose signature does not verify -
 tampered, truncated, from another deployment - is treated as absent, and the client gets a new one.
+Which cookie carries the token (partitioned or first-party) is decided per request: see
+:mod:`security.cookie_mode`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import os
 import secrets
 from pathlib import Path
 
-COOKIE_NAME = "cmw_owner"
-COOKIE_MAX_AGE = 400 * 24 * 3600  # browsers cap cookie lifetime near 400 days
 KEY_FILE = "secret.key"
 
 
@@ -40,9 +40,8 @@ def _b64(raw: bytes) -> str:
 class OwnerCredentials:
     """Mints and verifies owner tokens; turns a valid token into an owner id."""
 
-    def __init__(self, key: bytes, *, same_site: str = "lax"):
+    def __init__(self, key: bytes):
         self._key = key
-        self.same_site = same_site.lower()
 
     def _mac(self, purpose: str, value: str) -> bytes:
         return hmac.new(self._key, f"{purpose}\x00{value}".encode("utf-8"), hashlib.sha256).digest()
@@ -53,12 +52,16 @@ class OwnerCredentials:
 
     def owner_of(self, token: str | None) -> str | None:
         """The owner id of a valid token; None for a missing or tampered one."""
-        if not token or token.count(".") != 1 or len(token) > 128:
+        if not token or len(token) > 128 or not token.isascii() or token.count(".") != 1:
             return None
         nonce, signature = token.split(".")
         if not hmac.compare_digest(signature, _b64(self._mac("token", nonce)[:18])):
             return None
         return self._mac("owner", nonce).hex()[:32]
+
+    def tab_owner(self, session_hash: str) -> str:
+        """The owner of a tab that can keep no cookie: its own session_hash, so it ends with the tab."""
+        return "tab-" + self._mac("tab", session_hash).hex()[:28]
 
     def principal(self, owner: str, username: str | None) -> str:
         """Who owns stored data: the cookie owner, plus the login name when auth is on."""
@@ -67,9 +70,3 @@ class OwnerCredentials:
     def fingerprint(self, value: str) -> str:
         """A keyed, one-way name for logs and the UI."""
         return self._mac("fingerprint", value).hex()[:16]
-
-    def set_cookie_header(self, token: str) -> str:
-        attributes = f"{COOKIE_NAME}={token}; Path=/; Max-Age={COOKIE_MAX_AGE}; HttpOnly"
-        if self.same_site == "none":
-            return attributes + "; SameSite=None; Secure"
-        return attributes + ("; SameSite=Strict" if self.same_site == "strict" else "; SameSite=Lax")

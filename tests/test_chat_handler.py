@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import gradio as gr
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from app_ng import build_app
-from security.owner import COOKIE_NAME
+from tests_support import handler_request
 from ui.chat_handler import ChatHandlers
 from ui.edge import NO_COOKIE_MESSAGE, NO_SESSION_MESSAGE, SessionEdge
 from ui.input_guard import EMPTY_MESSAGE, too_long_message
@@ -39,12 +38,14 @@ async def make_app(make_settings):
 def app(make_app):
     app = make_app()
     OWNER_TOKEN["value"] = app.credentials.mint()
+    OWNER_TOKEN["credentials"] = app.credentials
     return app
 
 
 def request(session_hash: str | None, token: str | None = "same-owner"):
-    cookies = {COOKIE_NAME: OWNER_TOKEN["value"] if token == "same-owner" else token} if token else {}
-    return SimpleNamespace(session_hash=session_hash, headers={}, cookies=cookies, client=None, username=None)
+    """What a handler sees after the HTTP guard resolved the owner cookie (None when absent or forged)."""
+    token = OWNER_TOKEN["value"] if token == "same-owner" else token
+    return handler_request(session_hash, OWNER_TOKEN["credentials"].owner_of(token))
 
 
 def chat_handlers(app):
@@ -89,6 +90,7 @@ async def test_control_characters_are_stripped_before_the_agent_sees_them(app, h
 async def test_stop_leaves_memory_equal_to_what_was_shown(make_app):
     app = make_app(offline_token_delay=0.01)
     OWNER_TOKEN["value"] = app.credentials.mint()
+    OWNER_TOKEN["credentials"] = app.credentials
     handlers = chat_handlers(app)
     await api(app, handlers, "My name is Stopper")
     shown = []
@@ -156,13 +158,13 @@ async def test_clear_starts_an_empty_conversation(app, handlers):
 async def test_page_load_shows_only_this_tabs_conversation(app, handlers):
     await api(app, handlers, "My name is Loaded", session_hash="tab-1")
     ref = app.registry.peek("tab-1").memory.conversation_id
-    empty, new_ref = await handlers.load("", request("tab-2"))
+    empty, new_ref, _ = await handlers.load("", request("tab-2"))
     assert empty == [] and new_ref != ref
-    shown, same_ref = await handlers.load(ref, request("tab-3"))  # a reload carries the tab's reference
+    shown, same_ref, _ = await handlers.load(ref, request("tab-3"))  # a reload carries the tab's reference
     assert same_ref == ref
     assert [m.content for m in shown] == ["My name is Loaded",
                                           "Nice to meet you, Loaded! I'll remember your name in this conversation."]
-    stranger, stranger_ref = await handlers.load(ref, request("tab-4", app.credentials.mint()))
+    stranger, stranger_ref, _ = await handlers.load(ref, request("tab-4", app.credentials.mint()))
     assert stranger == [] and stranger_ref != ref
 
 

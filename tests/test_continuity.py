@@ -13,7 +13,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from security.owner import COOKIE_NAME
+from security.cookie_mode import COOKIE_NAME
 from tests_support import ROOT, free_port
 
 

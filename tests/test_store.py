@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from app_ng import build_app
 from memory.store import ConversationStore
 from tests_support import count_rows
-from security.owner import COOKIE_NAME
+from tests_support import handler_request
 from ui.chat_handler import ChatHandlers
 from ui.edge import SessionEdge
 from ui.privacy import PrivacyHandlers
@@ -42,8 +41,7 @@ class Person:
         self.privacy = PrivacyHandlers(self.edge, app.manager, app.settings)
 
     def request(self, tab: str):
-        return SimpleNamespace(session_hash=f"{tab}-{self.token[:6]}", cookies={COOKIE_NAME: self.token},
-                               headers={}, client=None, username=None)
+        return handler_request(f"{tab}-{self.token[:6]}", self.owner)
 
     async def say(self, text: str, tab: str = "tab") -> str:
         replies = [r async for r in self.chat.api_chat(text, self.request(tab))]

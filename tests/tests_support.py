@@ -54,3 +54,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def handler_request(session_hash: str | None, owner: str | None, *, username: str | None = None,
+                    tab_only: bool = False, client_host: str | None = None):
+    """A stand-in for ``gr.Request`` as a handler sees it after the HTTP guard resolved the caller."""
+    from types import SimpleNamespace
+
+    from security.caller import Caller
+
+    state = SimpleNamespace(cmw_caller=Caller(owner, tab_only=tab_only))
+    client = SimpleNamespace(host=client_host) if client_host else None
+    return SimpleNamespace(session_hash=session_hash, headers={}, client=client, username=username,
+                           request=SimpleNamespace(state=state, client=client))

@@ -30,6 +30,11 @@ from ui.render import TurnView, render_transcript
 log = logging.getLogger("cmw.chat")
 
 ERROR_MESSAGE = "Sorry, something went wrong while answering. Please try again."
+# What a tab asks for when it cannot remember its conversation (storage denied in a cross-site frame).
+LATEST_CONVERSATION = "@latest"
+TAB_ONLY_NOTICE = ("⚠️ Your browser keeps no cookies for this site, so this chat lives only in this tab: it stays "
+                   "private, but it is gone when you close or reload the tab - allow cookies for this site (or "
+                   "open the app in its own tab) to keep your conversations.")
 
 
 class ChatHandlers:
@@ -123,10 +128,17 @@ class ChatHandlers:
 
     # -- browser events ------------------------------------------------------------------------
     async def load(self, conversation_ref: str, request: gr.Request):
-        """Page load (and reload): show the conversation this tab was showing, if it is this owner's."""
-        session = await self._session_for(request, conversation_ref)
+        """Page load (and reload): show the conversation this tab was showing, if it is this owner's; a tab
+        that cannot remember it (a cross-site frame) continues this owner's most recent conversation."""
+        if conversation_ref == LATEST_CONVERSATION:
+            session = await self._edge.resolve(request)
+            await session.open_latest_conversation()
+        else:
+            session = await self._session_for(request, conversation_ref)
         messages = (await session.memory.load()).messages
-        return render_transcript(messages), session.memory.conversation_id
+        tab_only = self._edge.tab_only(request)
+        notice = gr.Markdown(TAB_ONLY_NOTICE, visible=True) if tab_only else gr.Markdown(visible=False)
+        return render_transcript(messages), session.memory.conversation_id, notice
 
     async def respond(self, message: str, conversation_ref: str, request: gr.Request):
         """Chat submit from the page: yields (whole chat, conversation reference)."""

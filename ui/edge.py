@@ -8,18 +8,13 @@ import gradio as gr
 
 from memory.registry import SessionRegistry
 from memory.session import Session
-from security.owner import COOKIE_NAME, OwnerCredentials
+from security.caller import caller_of
+from security.owner import OwnerCredentials
 
 NO_SESSION_MESSAGE = ("This endpoint needs a session: use the web page, or gradio_client "
                       "(one Client is one session). Direct /run calls are not served.")
 NO_COOKIE_MESSAGE = ("Your browser did not send this site's session cookie. Enable cookies for this site "
                      "and reload the page.")
-
-
-def cookie(request, name: str) -> str | None:
-    raw = getattr(request, "request", None)
-    cookies = raw.cookies if raw is not None else getattr(request, "cookies", None) or {}
-    return cookies.get(name)
 
 
 def client_host(request) -> str:
@@ -43,9 +38,10 @@ class SessionEdge:
         session_hash = getattr(request, "session_hash", None) if request is not None else None
         if not session_hash:
             raise gr.Error(NO_SESSION_MESSAGE, print_exception=False)
-        owner = self.credentials.owner_of(cookie(request, COOKIE_NAME))
-        if owner is None:
+        caller = caller_of(request)
+        if caller is None or caller.owner is None:
             raise gr.Error(NO_COOKIE_MESSAGE, print_exception=False)
+        owner = caller.owner
         if self._on_first_request is not None:
             await self._on_first_request()
         username = getattr(request, "username", None)
@@ -56,6 +52,12 @@ class SessionEdge:
 
     def existing(self, request: gr.Request | None) -> Session | None:
         session_hash = getattr(request, "session_hash", None) if request is not None else None
-        owner = self.credentials.owner_of(cookie(request, COOKIE_NAME)) if request is not None else None
+        caller = caller_of(request)
         session = self.registry.peek(session_hash) if session_hash else None
-        return session if session is not None and owner and session.owner == owner else None
+        return session if session is not None and caller and caller.owner and session.owner == caller.owner else None
+
+    @staticmethod
+    def tab_only(request: gr.Request | None) -> bool:
+        """Whether this browser keeps no cookie, so its session lives only as long as the tab."""
+        caller = caller_of(request)
+        return bool(caller and caller.tab_only)

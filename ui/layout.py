@@ -7,7 +7,7 @@ from types import MappingProxyType
 import gradio as gr
 
 from settings import Settings
-from ui.chat_handler import ChatHandlers
+from ui.chat_handler import LATEST_CONVERSATION, ChatHandlers
 from ui.conversations import ConversationHandlers
 from ui.privacy import PrivacyHandlers
 
@@ -19,9 +19,13 @@ Every browser tab is its own private session: your conversations and cart are ne
 Try: *My name is Alice* · *What's my name?* · *Add 2 apples to my cart* · *Show my cart* · *Show my session* · *Count to 40*
 """
 
-# A tab remembers which conversation it shows in sessionStorage: per tab, and it survives a reload.
-READ_TAB_CONVERSATION = "(ref) => sessionStorage.getItem('cmw-conversation') || ''"
-WRITE_TAB_CONVERSATION = "(ref) => { if (ref) { sessionStorage.setItem('cmw-conversation', ref); } return ref; }"
+# A tab remembers which conversation it shows in sessionStorage: per tab, and it survives a reload. In a
+# cross-site frame the browser denies storage (SecurityError): every access is guarded, and such a tab
+# asks for this owner's most recent conversation instead (LATEST_CONVERSATION, see ChatHandlers.load).
+READ_TAB_CONVERSATION = ("(ref) => { try { return sessionStorage.getItem('cmw-conversation') || ''; } "
+                         "catch (e) { return '" + LATEST_CONVERSATION + "'; } }")
+WRITE_TAB_CONVERSATION = ("(ref) => { try { if (ref) { sessionStorage.setItem('cmw-conversation', ref); } } "
+                          "catch (e) {} return ref; }")
 HIDDEN = MappingProxyType({"api_visibility": "private"})
 
 
@@ -30,6 +34,7 @@ def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: P
     limit = settings.gradio_event_limit  # running turns + waiting ones (see security/admission.py)
     with gr.Blocks(title="CMW Agent", delete_cache=(600, 600)) as demo:
         gr.Markdown(INTRO.format(label=model_label, how_to_switch=how_to_switch), elem_id="model-banner")
+        cookie_notice = gr.Markdown(visible=False, elem_id="cookie-notice")
         conversation_ref = gr.Textbox(visible=False, elem_id="conversation-ref")
         with gr.Row():
             with gr.Column(scale=1, min_width=240):
@@ -66,7 +71,7 @@ def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: P
             return gr.Textbox(interactive=True, submit_btn=True, stop_btn=False)
 
         conversation_ref.change(None, [conversation_ref], None, js=WRITE_TAB_CONVERSATION, **HIDDEN)
-        demo.load(chat.load, [conversation_ref], [chatbot, conversation_ref], js=READ_TAB_CONVERSATION,
+        demo.load(chat.load, [conversation_ref], [chatbot, conversation_ref, cookie_notice], js=READ_TAB_CONVERSATION,
                   **HIDDEN).then(conversations.refresh, None, [conversation_list], **HIDDEN)
 
         submitted = textbox.submit(start, [textbox], [textbox, pending], queue=False, **HIDDEN)
