@@ -176,8 +176,7 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    import gradio
-    import langgraph.version as lg_version
+    from importlib.metadata import version  # not the packages themselves: importing gradio takes seconds
 
     return {
         "cpu_model": model or platform.processor(),
@@ -185,8 +184,8 @@ def machine_info() -> dict:
         "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "gradio": gradio.__version__,
-        "langgraph": getattr(lg_version, "__version__", "?"),
+        "gradio": version("gradio"),
+        "langgraph": version("langgraph"),
     }
 
 

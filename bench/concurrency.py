@@ -100,13 +100,6 @@ APPS = {
                                "(needs a sticky proxy and a shared store in production)", "app_ng.py",
                                {"CMW_STREAM_INTERVAL": "0.1", "GRADIO_ANALYTICS_CACHE_FREQUENCY": "1000000000"},
                                workers=2),
-    "cmw-tuned-quiet-queue": AppSpec("cmw-tuned-quiet-queue", "cmw-tuned + demo.queue(status_update_rate=1.0) "
-                                     "(bench/app_variant.py quiet-queue)", "bench/app_variant.py",
-                                     {"CMW_STREAM_INTERVAL": "0.1", "GRADIO_ANALYTICS_CACHE_FREQUENCY": "1000000000",
-                                      "CMW_BENCH_FIXES": "quiet-queue"}),
-    "cmw-no-analytics": AppSpec("cmw-no-analytics", "CMW app + Gradio's per-event analytics summary off "
-                                "(GRADIO_ANALYTICS_CACHE_FREQUENCY=1e9)", "app_ng.py",
-                                {"GRADIO_ANALYTICS_CACHE_FREQUENCY": "1000000000"}),
     "naive": AppSpec("naive", "naive ChatInterface (bench/naive_app.py, Gradio defaults)",
                      "bench/naive_app.py", {}),
 }
@@ -195,19 +188,24 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000.0
 
 
-async def _series(app: AppProcess, ns, deadline: float, log) -> tuple[list[dict], dict]:
+async def _series(app: AppProcess, ns, deadline: float, log, settle: bool = True) -> tuple[list[dict], dict]:
+    """Warm-up, idle CPU, then one round per N. ``settle=False`` (quick runs) skips waiting for the app
+    to go idle between rounds and the idle CPU reading."""
     endpoint = await discover(app.url, "chat")
     # warm-up: imports, first-call caches, connection setup; not recorded
     await run_round(app, endpoint, 1, first_id=900_000, deadline=deadline, recall=0)
     await run_round(app, endpoint, min(10, max(ns)), first_id=900_100, deadline=deadline, recall=0)
-    app.wait_idle()
-    c0, t0 = app.cpu_seconds(), time.monotonic()
-    await asyncio.sleep(2.0)
-    idle = {"idle_cpu_share_of_core": (app.cpu_seconds() - c0) / (time.monotonic() - t0)}
+    idle = {"idle_cpu_share_of_core": None}
+    if settle:
+        app.wait_idle()
+        c0, t0 = app.cpu_seconds(), time.monotonic()
+        await asyncio.sleep(2.0)
+        idle["idle_cpu_share_of_core"] = (app.cpu_seconds() - c0) / (time.monotonic() - t0)
     rounds = []
     first_id = 1
     for n in ns:
-        app.wait_idle()
+        if settle:
+            app.wait_idle()
         load = loadavg()[0]
         result = await run_round(app, endpoint, n, first_id=first_id, deadline=deadline)
         result["loadavg_1m_before"] = load
@@ -229,7 +227,7 @@ def _line(r: dict) -> str:
 
 
 def run(apps=("cmw", "naive"), ns=DEFAULT_NS, deadline: float = 45.0, token_delay: float = TOKEN_DELAY,
-        log=print, ns_for: dict | None = None) -> dict:
+        log=print, ns_for: dict | None = None, settle: bool = True) -> dict:
     """Rounds for each app; ``ns_for`` may give an app its own (shorter) list of N."""
     out = {"token_delay_s": token_delay, "ns": list(ns), "deadline_s": deadline, "apps": {}}
     for key in apps:
@@ -239,7 +237,7 @@ def run(apps=("cmw", "naive"), ns=DEFAULT_NS, deadline: float = 45.0, token_dela
         env = bench_env(CMW_OFFLINE_TOKEN_DELAY=token_delay, **spec.env)
         apps = [AppProcess(f"{key}{w}", spec.script, dict(env)) for w in range(spec.workers)]
         with Fleet(apps) as app:
-            rounds, idle = asyncio.run(_series(app, app_ns, deadline, log))
+            rounds, idle = asyncio.run(_series(app, app_ns, deadline, log, settle))
         base = rounds[0]["wall_s"] if rounds and rounds[0]["ok"] else None
         for r in rounds:
             r["wall_ratio"] = (r["wall_s"] / base) if base else None

@@ -1,39 +1,25 @@
 """Benchmark 3: app memory (RSS) with 0, 1k, 5k and 10k live sessions, and after the idle TTL passes.
 
-HTTP (the faithful measurement): the real app is started on loopback with a short idle TTL; a few
-simulated users (each its own cookie jar) create sessions, every session by one short turn through
-Gradio's queue ("Count to 1"). RSS of the app process is read at 0 (after a warm-up), 1k, 5k and 10k
-live sessions, then every few seconds while the idle TTL passes and the app's sweeper expires them.
+The real app is started on loopback with a short idle TTL; a few simulated users (each its own cookie
+jar) create sessions, every session by one short turn through Gradio's queue ("Count to 1"). RSS of
+the app process is read at 0 (after a warm-up), 1k, 5k and 10k live sessions, then every few seconds
+while the idle TTL passes and the app's sweeper expires them.
 
-In-process (the breakdown): a child process builds the app with ``app_ng.build_app`` (no server) and
-measures, with gc between steps,
-  * the app's own per-session cost: sessions created by one short turn through the app's own /chat
-    handler (found in the Blocks; see inproc.py), then released through the registry's expiry path;
-  * Gradio's own per-session cost: one ``SessionState`` per session_hash in a ``StateHolder`` for the
-    same Blocks - what Gradio keeps for every hash it has seen, up to ``state_session_capacity``
-    (10,000, LRU), regardless of the app's TTL.
-
-    .venv/bin/python bench/memory_bench.py [--sessions 10000] [--ttl 200]
-    CMW_BENCH_FIXES=release-gradio-state .venv/bin/python bench/memory_bench.py --http-only \
-        --script bench/app_variant.py --json bench/results/memory-variant.json   # a candidate fix
-    .venv/bin/python bench/memory_bench.py --inproc-only
+    .venv/bin/python bench/memory_bench.py [--sessions 10000] [--ttl 200] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, AppProcess, bench_env  # noqa: E402
+from common import AppProcess, bench_env  # noqa: E402
 from loadgen import User, discover, new_session_hash  # noqa: E402
 
 TOKEN_DELAY = 0.02
@@ -64,7 +50,7 @@ async def _create(app: AppProcess, endpoint, users: list[User], start: int, stop
     await asyncio.gather(*(worker(u) for u in users))
 
 
-async def _http(sessions: int, ttl: float, workers: int, log, during_wait=None, script: str = "app_ng.py") -> dict:
+async def _http(sessions: int, ttl: float, workers: int, log, during_wait=None) -> dict:
     checkpoints = [c for c in (1000, 5000, 10000) if c < sessions] + [sessions]
     # Gradio's per-event analytics summary (a pandas DataFrame over the last 10k events, rebuilt after every
     # event) is switched off here only to create 10k sessions within the TTL: at 5k+ events it is a third
@@ -74,7 +60,7 @@ async def _http(sessions: int, ttl: float, workers: int, log, during_wait=None, 
                     GRADIO_ANALYTICS_CACHE_FREQUENCY="1000000000")
     sweep = max(0.5, min(60.0, ttl / 4))
     out: dict = {"ttl_s": ttl, "sweep_interval_s": sweep, "short_turn": SHORT_TURN, "points": [], "timeline": []}
-    with AppProcess("memory", script, env) as app:
+    with AppProcess("memory", "app_ng.py", env) as app:
         endpoint = await discover(app.url)
         users = [User(app.url, timeout=120) for _ in range(workers)]
         try:
@@ -114,6 +100,8 @@ async def _http(sessions: int, ttl: float, workers: int, log, during_wait=None, 
             t_last = time.monotonic()
             out["app_cpu_s_creating"] = app.cpu_seconds() - cpu0
             out["errors"] = errors
+            if errors:
+                log(f"  errors {errors}; app log:\n{app.log_tail()}")
             if out["points"][-1]["live_estimate"] < sessions:
                 log(f"  warning: creating took {t_last - t0:.0f} s > TTL {ttl:.0f} s: only ~"
                     f"{out['points'][-1]['live_estimate']:,} sessions were still live at the last reading")
@@ -137,130 +125,11 @@ async def _http(sessions: int, ttl: float, workers: int, log, during_wait=None, 
     return out
 
 
-# ------------------------------------------------------------------------------------------------
-# in-process breakdown (runs in a child process so that its RSS is its own)
-
-
-def _self_rss() -> int:
-    import psutil
-
-    gc.collect()
-    return psutil.Process().memory_info().rss
-
-
-def _malloc_trim() -> bool:
-    """Ask glibc to hand freed heap pages back to the OS (Linux/glibc only)."""
-    try:
-        import ctypes
-
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
-
-
-async def _inproc(sessions: int) -> dict:
-    from inproc import Driver, build, settings_env
-
-    import shutil
-    import tempfile
-
-    data_dir = tempfile.mkdtemp(prefix="cmw-bench-mem-")
-    app = build(settings_env(data_dir, CMW_SESSION_MAX=sessions * 2 + 100, CMW_SESSION_TTL=3600))
-    driver = Driver(app)
-    registry = app.registry
-    owners = [driver.new_owner() for _ in range(max(1, sessions // 10))]  # ~10 tabs per browser
-
-    async def one(i: int, prefix: str = "s") -> None:  # a session created by one short /chat turn
-        await driver.turn(f"{prefix}{i:06d}", owners[i % len(owners)], SHORT_TURN)
-
-    for i in range(50):  # warm-up, then released
-        await one(i, "warm")
-    for i in range(50):
-        registry.discard(f"warm{i:06d}")
-    out: dict = {"app": [], "gradio": [], "path": f"/chat handler in-process ({driver.path})"}
-    base = _self_rss()
-    blocks0 = sys.getallocatedblocks()
-    out["app"].append({"live": 0, "rss": base, "py_blocks": blocks0})
-    made = 0
-    for target in [c for c in (1000, 5000, 10000) if c < sessions] + [sessions]:
-        for i in range(made, target):
-            await one(i)
-        made = target
-        rss = _self_rss()
-        out["app"].append({"live": target, "rss": rss, "bytes_per_session": (rss - base) / target,
-                           "py_blocks": sys.getallocatedblocks()})
-    # release every session through the registry's expiry path (what the sweeper does after the TTL)
-    cache, lock = getattr(registry, "_cache", None), getattr(registry, "_lock", None)
-    if cache is not None and lock is not None and hasattr(cache, "expire"):
-        with lock:
-            cache.expire(time.monotonic() + 10 * float(app.settings.session_ttl))
-    else:
-        for i in range(made):
-            registry.discard(f"s{i:06d}")
-    live_after = len(registry)
-    rss = _self_rss()
-    blocks = sys.getallocatedblocks()
-    out["app_after_release"] = {"live": live_after, "rss": rss, "vs_baseline": (rss - base) / base,
-                                "py_blocks": blocks, "py_blocks_vs_baseline": (blocks - blocks0) / blocks0}
-    trimmed = _malloc_trim()
-    rss = _self_rss()
-    out["app_after_release_and_malloc_trim"] = {"rss": rss, "vs_baseline": (rss - base) / base, "trimmed": trimmed}
-
-    # Gradio's own per-session state for the same Blocks
-    from gradio.state_holder import StateHolder
-
-    holder = StateHolder()
-    holder.set_blocks(app.demo)
-    gbase = _self_rss()
-    out["gradio"].append({"live": 0, "rss": gbase})
-    made = 0
-    for target in [c for c in (1000, 5000, 10000) if c < sessions] + [sessions]:
-        for i in range(made, target):
-            holder[f"h{i:06d}"]
-        made = target
-        rss = _self_rss()
-        out["gradio"].append({"live": target, "rss": rss, "bytes_per_session": (rss - gbase) / target})
-    holder.session_data.clear()
-    holder.time_last_used.clear()
-    rss = _self_rss()
-    out["gradio_after_clear"] = {"rss": rss, "vs_baseline": (rss - gbase) / gbase}
-    out["gradio_state_session_capacity"] = holder.capacity
-    await driver.close()
-    shutil.rmtree(data_dir, ignore_errors=True)
-    return out
-
-
-def run_inproc(sessions: int) -> dict:
-    """Run the in-process breakdown in a fresh child interpreter and return its JSON."""
-    env = bench_env()
-    proc = subprocess.run([sys.executable, str(Path(__file__)), "--inproc-child", "--sessions", str(sessions)],
-                          cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"in-process memory child failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def run(sessions: int = 10000, ttl: float = 200.0, workers: int = 32, inproc: bool = True, http: bool = True,
-        log=print, during_wait=None, script: str = "app_ng.py") -> dict:
-    out: dict = {"sessions": sessions}
-    if inproc:
-        log(f"[memory] in-process breakdown ({sessions:,} sessions)")
-        res = run_inproc(sessions)
-        out["inproc"] = res
-        last, glast = res["app"][-1], res["gradio"][-1]
-        rel = res["app_after_release"]
-        log(f"  app: {last['bytes_per_session'] / 1024:.1f} KiB/session; after release RSS "
-            f"{100 * rel['vs_baseline']:+.1f}% vs baseline ({rel['live']} live, Python blocks "
-            f"{100 * rel['py_blocks_vs_baseline']:+.1f}%), after malloc_trim(0) "
-            f"{100 * res['app_after_release_and_malloc_trim']['vs_baseline']:+.1f}%")
-        log(f"  Gradio SessionState: {glast['bytes_per_session'] / 1024:.1f} KiB/session")
-    if http:
-        log(f"[memory] HTTP: {sessions:,} sessions by one short turn each, TTL {ttl:.0f} s")
-        out["http"] = asyncio.run(_http(sessions, ttl, workers, log, during_wait, script))
-        out["http"]["script"] = script
-        if script.endswith("app_variant.py"):
-            out["http"]["fixes"] = os.environ.get("CMW_BENCH_FIXES", "release-gradio-state")
-    return out
+def run(sessions: int = 10000, ttl: float = 200.0, workers: int = 32, log=print, during_wait=None) -> dict:
+    """``during_wait()`` is called once the sessions exist (other work while the app idles through its
+    TTL); it returns a function whose result is kept as ``http.during_wait``."""
+    log(f"[memory] HTTP: {sessions:,} sessions by one short turn each, TTL {ttl:.0f} s")
+    return {"sessions": sessions, "http": asyncio.run(_http(sessions, ttl, workers, log, during_wait))}
 
 
 def main() -> None:
@@ -268,18 +137,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10000)
     parser.add_argument("--ttl", type=float, default=200.0)
     parser.add_argument("--workers", type=int, default=32)
-    parser.add_argument("--script", default="app_ng.py", help="app to start (e.g. bench/app_variant.py)")
-    parser.add_argument("--inproc-only", action="store_true")
-    parser.add_argument("--http-only", action="store_true")
-    parser.add_argument("--inproc-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if args.inproc_child:
-        os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-        print(json.dumps(asyncio.run(_inproc(args.sessions))), flush=True)
-        os._exit(0)  # do not wait on store threads a library may leave behind
-    out = run(args.sessions, args.ttl, args.workers, inproc=not args.http_only, http=not args.inproc_only,
-              script=args.script)
+    out = run(args.sessions, args.ttl, args.workers)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 

@@ -19,8 +19,8 @@ from common import RESULTS  # noqa: E402
 
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-COLORS = {"cmw": "tab:blue", "cmw-tuned": "tab:green", "cmw-tuned-2proc": "tab:purple", "cmw-no-analytics": "tab:olive",
-          "cmw-per-token": "tab:orange", "naive": "tab:red"}
+COLORS = {"cmw": "tab:blue", "cmw-tuned": "tab:green", "cmw-tuned-2proc": "tab:purple", "cmw-per-token": "tab:orange",
+          "naive": "tab:red"}
 
 
 def _f(value, spec=".0f", none="-"):
@@ -68,24 +68,14 @@ def targets(res: dict) -> list[tuple[str, str, str, bool | None]]:
         rows.append(("N=100 with settings-only tuning: wall ratio / first-token overhead p99", "<= 1.3 / <= 150 ms",
                      f"{_f(r['wall_ratio'], '.2f')} / {_f(r['first_token_overhead_p99_ms'])} ms",
                      (r["wall_ratio"] or 99) <= 1.3 and (r["first_token_overhead_p99_ms"] or 1e9) <= 150))
-    mem = res.get("memory") or {}
-    inproc = mem.get("inproc")
-    http = mem.get("http")
-    if http and inproc:
-        total = http["points"][-1]["bytes_per_session"]
-        gradio = inproc["gradio"][-1]["bytes_per_session"]
-        ours = inproc["app"][-1]["bytes_per_session"]
-        rows.append(("RSS per live idle session beyond Gradio's own state", "<= 50 KB",
-                     f"{ours / 1000:.1f} KB in-process; HTTP total {total / 1000:.1f} KB - Gradio "
-                     f"{gradio / 1000:.1f} KB = {(total - gradio) / 1000:.1f} KB", max(ours, total - gradio) <= 50_000))
+    http = (res.get("memory") or {}).get("http")
+    if http:
+        per = http["points"][-1]["bytes_per_session"]
+        rows.append(("RSS per live idle session, whole process (Gradio keeps ~60 KiB of it)", "-",
+                     f"{per / 1024:.1f} KiB", None))
     if http and http.get("after_expiry"):
         v = http["after_expiry"]["vs_baseline"]
         rows.append(("RSS after expiry vs baseline (HTTP)", "within 10%", f"{100 * v:+.1f}%", abs(v) <= 0.10))
-    if inproc:
-        v = inproc["app_after_release"]["vs_baseline"]
-        t = inproc["app_after_release_and_malloc_trim"]["vs_baseline"]
-        rows.append(("RSS after release vs baseline (in-process, app only)", "within 10%",
-                     f"{100 * v:+.1f}% ({100 * t:+.1f}% after malloc_trim)", abs(v) <= 0.10))
     sp = res.get("session_path") or {}
     if sp.get("sqlite"):
         p50 = sp["sqlite"]["resume"]["p50_ms"]
@@ -139,46 +129,19 @@ def memory_tables(mem: dict) -> str:
             out.append(f"| 0 (after TTL + sweep, t={a['t']:.0f} s) | {_mib(a['rss'])} | "
                        f"{100 * a['vs_baseline']:+.1f}% vs baseline | | |\n")
         out.append("\n")
-    inproc = mem.get("inproc")
-    if inproc:
-        out.append("In-process breakdown (`app_ng.build_app`, no server; gc before each read):\n\n"
-                   "| live sessions | app: RSS MiB | app: per session | Gradio SessionState: RSS MiB | Gradio: per session |\n"
-                   "|---:|---:|---:|---:|---:|\n")
-        for a, g in zip(inproc["app"], inproc["gradio"]):
-            per_a = "-" if not a["live"] else f"{a['bytes_per_session'] / 1024:.1f} KiB"
-            per_g = "-" if not g["live"] else f"{g['bytes_per_session'] / 1024:.1f} KiB"
-            out.append(f"| {a['live']:,} | {_mib(a['rss'])} | {per_a} | {_mib(g['rss'])} | {per_g} |\n")
-        rel = inproc["app_after_release"]
-        trim = inproc["app_after_release_and_malloc_trim"]
-        out.append(f"| 0 after release (registry expiry path) | {_mib(rel['rss'])} ({100 * rel['vs_baseline']:+.1f}%; "
-                   f"Python blocks {100 * rel['py_blocks_vs_baseline']:+.1f}%) | | | |\n")
-        out.append(f"| ... then `malloc_trim(0)` | {_mib(trim['rss'])} ({100 * trim['vs_baseline']:+.1f}%) | | "
-                   f"{_mib(inproc['gradio_after_clear']['rss'])} after clearing "
-                   f"({100 * inproc['gradio_after_clear']['vs_baseline']:+.1f}%) | |\n\n")
     return "".join(out)
 
 
 def session_table(sp: dict) -> str:
-    app = sp["app"]
-    out = [f"App as built by `app_ng.build_app` (store: `{app['store']}`), {app['sessions']:,} sessions, "
-           f"{app['requests']:,} requests:\n\n",
-           "| path | ops/s | p50 ms | p99 ms |\n|---|---:|---:|---:|\n"]
-    for label, key in (("get_or_create + memory.load, existing session", "get_or_create_and_load_existing"),
-                       ("get_or_create + memory.load, new session", "get_or_create_and_load_new"),
-                       ("get_or_create only", "get_or_create_only")):
-        r = app[key]
-        out.append(f"| {label} | {r['ops_per_s']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |\n")
-    out.append(f"\nResume a {sp['turns']}-turn conversation (load its state back: `aget_state` on its thread):\n\n"
-               "| store | messages | resume p50 ms | resume p99 ms | first load after reopening ms | "
-               "turn write p50 ms |\n|---|---:|---:|---:|---:|---:|\n")
-    rows = [(f"app store ({app['store']})", app["resume"], None, app["turn_write"])]
+    out = [f"Resume a {sp['turns']}-turn conversation (load its state back: `aget_state` on its thread):\n\n"
+           "| store | messages | resume p50 ms | resume p99 ms | first load after reopening ms | "
+           "turn write p50 ms |\n|---|---:|---:|---:|---:|---:|\n"]
     for key in ("sqlite", "postgres"):
         r = sp.get(key)
         if r:
-            rows.append((r["store"], r["resume"], r["first_load_after_reopen_ms"], r["turn_write"]))
-    for label, r, first, write in rows:
-        out.append(f"| {label} | {r['messages']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_f(first, '.1f')} | "
-                   f"{write['p50_ms']:.1f} |\n")
+            out.append(f"| {r['store']} | {r['resume']['messages']} | {r['resume']['p50_ms']:.2f} | "
+                       f"{r['resume']['p99_ms']:.2f} | {r['first_load_after_reopen_ms']:.1f} | "
+                       f"{r['turn_write']['p50_ms']:.1f} |\n")
     if not sp.get("postgres"):
         out.append("| AsyncPostgresSaver | - | skipped: `DATABASE_URL` not set | | | |\n")
     return "".join(out)
@@ -213,7 +176,9 @@ def render_markdown(res: dict) -> str:
                    f"Each round: N users join at the same instant, one turn each; rounds are cut after "
                    f"{conc['deadline_s']:.0f} s (`unserved`). Apps:\n\n")
         for key, app in conc["apps"].items():
-            out.append(f"- `{key}`: {app['label']}; idle CPU {100 * app['idle_cpu_share_of_core']:.1f}% of a core\n")
+            idle = app.get("idle_cpu_share_of_core")
+            out.append(f"- `{key}`: {app['label']}" + (f"; idle CPU {100 * idle:.1f}% of a core" if idle is not None
+                                                       else "") + "\n")
         out.append("\n" + concurrency_table(conc))
     mem = res.get("memory")
     if mem:
@@ -221,31 +186,7 @@ def render_markdown(res: dict) -> str:
                    + memory_tables(mem))
     sp = res.get("session_path")
     if sp:
-        out.append("\n## 4. Session path and resume (in-process)\n\n" + _when(sp) + session_table(sp))
-    variants = [("memory-variant.json", "release Gradio's per-session state with the session (+ gc, malloc_trim)"),
-                ("memory-variant-malloc.json", "the same, with PYTHONMALLOC=malloc (glibc allocator for all objects)")]
-    for name, title in variants:
-        path = RESULTS / name
-        v = json.loads(path.read_text()).get("http") if path.exists() and mem else None
-        if v:
-            out.append(f"\n### Candidate fix, measured in a separate run: {title}\n\n"
-                       f"`{v.get('script')}` with `CMW_BENCH_FIXES={v.get('fixes', 'release-gradio-state')}`, same HTTP "
-                       f"procedure; file `{name}`:\n\n" + memory_tables({"http": v}))
-    exp = RESULTS / "concurrency-experiments.json"
-    if exp.exists() and conc:
-        e = json.loads(exp.read_text())
-        out.append("\n### Concurrency experiments (separate run, file `concurrency-experiments.json`)\n\n"
-                   + "".join(f"- `{k}`: {a['label']}\n" for k, a in e["apps"].items()) + "\n" + concurrency_table(e))
-    go = res.get("gradio_overheads")
-    if go and "error" not in go:
-        out.append("\n## Gradio overheads that grow with use (in-process, CPU ms)\n\n"
-                   "| cost | when | measured |\n|---|---|---|\n")
-        out.append("| `Queue.compute_analytics_summary` (pandas DataFrame over recent events) | after every completed "
-                   "event, even with `GRADIO_ANALYTICS_ENABLED=False` | " + ", ".join(
-                       f"{ms:.2f} ms @ {int(n):,} events" for n, ms in go["analytics_summary_ms"].items()) + " |\n")
-        out.append("| `StateHolder.delete_all_expired_state` (walks every SessionState) | every second, on the event "
-                   "loop | " + ", ".join(f"{ms:.2f} ms @ {int(n):,} sessions" for n, ms in go["state_sweep_ms"].items())
-                   + " |\n")
+        out.append("\n## 4. Resume (in-process)\n\n" + _when(sp) + session_table(sp))
     notes = res.get("notes")
     if notes:
         out.append("\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes))
@@ -290,16 +231,10 @@ def plot_concurrency(conc: dict, path: Path, token_delay: float) -> None:
 
 def plot_memory(mem: dict, path: Path) -> None:
     fig, (a_live, a_time) = plt.subplots(1, 2, figsize=(12, 4.5))
-    http, inproc = mem.get("http"), mem.get("inproc")
+    http = mem.get("http")
     if http:
         pts = http["points"]
-        a_live.plot([p["live"] for p in pts], [p["rss"] / 2**20 for p in pts], "o-", label="HTTP: app process RSS")
-    if inproc:
-        a = inproc["app"]
-        a_live.plot([p["live"] for p in a], [p["rss"] / 2**20 for p in a], "s--", label="in-process: app sessions only")
-        g = inproc["gradio"]
-        a_live.plot([p["live"] for p in g], [(p["rss"] - g[0]["rss"] + a[0]["rss"]) / 2**20 for p in g], "^:",
-                    label="in-process: Gradio SessionState only (offset to app baseline)")
+        a_live.plot([p["live"] for p in pts], [p["rss"] / 2**20 for p in pts], "o-", label="app process RSS")
     a_live.set(title="RSS vs live sessions", xlabel="live sessions", ylabel="MiB")
     if http:
         base = http["points"][0]["rss"] / 2**20

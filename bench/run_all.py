@@ -1,12 +1,15 @@
 """Run every benchmark and write bench/results/{results.md,results.json,*.png} and the README's results section.
 
-    .venv/bin/python bench/run_all.py                 # everything, ~10 minutes on 2 cores
-    .venv/bin/python bench/run_all.py --quick         # smaller counts, to check the scripts work (~3 min)
+    .venv/bin/python bench/run_all.py            # everything, ~11 minutes on 2 cores
+    .venv/bin/python bench/run_all.py --quick    # tiny counts, well under a minute: every benchmark still
+                                                 # works (CI runs it); writes to a temporary folder only
 
-Order: (1+2) concurrency rounds, real app and baselines, while nothing else of ours runs; (3) memory
-over HTTP - and while its app sits idle waiting for the TTL to pass, the in-process benchmarks
-(memory breakdown, session path (4), Gradio overheads) run in child processes; then the report.
-Every app is started here on 127.0.0.1, driven, and stopped by its PID.
+Order: (1+2) concurrency rounds, real app and naive baseline, while nothing else of ours runs; (3) memory
+over HTTP - and while its app sits idle waiting for the TTL to pass, the resume benchmark (4) runs in a
+child process; then the report. Every app is started here on 127.0.0.1, driven, and stopped by its PID.
+
+Exit status 1 when a benchmark broke (raised, or its child process failed) - and with --quick also when
+the app's replies were not all clean (an error, a leak, an unserved turn) - after writing what it has.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,14 +35,19 @@ import memory_bench  # noqa: E402
 import report  # noqa: E402
 from common import BENCH, RESULTS, ROOT, bench_env, loadavg, machine_info  # noqa: E402
 
+FULL_APPS = ["cmw", "cmw-per-token", "cmw-tuned", "cmw-tuned-2proc", "naive"]
 
-class Background:
-    """Child-process benchmarks run one after another in a thread (started while the memory app idles)."""
 
-    def __init__(self, jobs: list[tuple[str, list[str]]], log):
-        self.jobs = jobs
-        self.log = log
-        self.results: dict = {}
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+class Child:
+    """The resume benchmark in its own interpreter, started in a thread (while the memory app idles)."""
+
+    def __init__(self, argv: list[str], log, timeout: float):
+        self.argv, self.log, self.timeout = argv, log, timeout
+        self.result: dict = {}
         self.thread: threading.Thread | None = None
 
     def _run(self) -> None:
@@ -44,26 +55,23 @@ class Background:
         env.pop("CMW_LOG_LEVEL", None)
         if os.environ.get("DATABASE_URL"):
             env["DATABASE_URL"] = os.environ["DATABASE_URL"]
-        for name, argv in self.jobs:
-            out = Path(tempfile.mkstemp(prefix=f"cmw-bench-{name}-", suffix=".json")[1])
-            t0 = time.monotonic()
-            try:
-                proc = subprocess.run([sys.executable, *argv, "--json", str(out)], cwd=str(ROOT), env=env,
-                                      capture_output=True, text=True, timeout=900)
-                if proc.returncode != 0:
-                    self.results[name] = {"error": proc.stderr[-2000:]}
-                else:
-                    self.results[name] = json.loads(out.read_text())
-                    for line in proc.stdout.strip().splitlines():
-                        self.log(f"  [{name}] {line}")
-            except subprocess.TimeoutExpired:
-                self.results[name] = {"error": "timed out"}
-            finally:
-                out.unlink(missing_ok=True)
-            self.results[name + "_elapsed_s"] = time.monotonic() - t0
+        out = Path(tempfile.mkstemp(prefix="cmw-bench-resume-", suffix=".json")[1])
+        try:
+            proc = subprocess.run([sys.executable, *self.argv, "--json", str(out)], cwd=str(ROOT), env=env,
+                                  capture_output=True, text=True, timeout=self.timeout)
+            for line in proc.stdout.strip().splitlines():
+                self.log(f"  {line}")
+            if proc.returncode != 0:
+                self.result = {"error": f"exit status {proc.returncode}: {proc.stderr[-2000:]}"}
+            else:
+                self.result = json.loads(out.read_text())
+        except subprocess.TimeoutExpired:
+            self.result = {"error": f"timed out after {self.timeout:.0f} s"}
+        finally:
+            out.unlink(missing_ok=True)
 
     def start(self):
-        self.thread = threading.Thread(target=self._run, name="bench-background", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="bench-resume", daemon=True)
         self.thread.start()
         return self.finish
 
@@ -72,16 +80,35 @@ class Background:
             self._run()
         else:
             self.thread.join()
-        return self.results
+        return self.result
+
+
+def unclean(res: dict) -> list[str]:
+    """Quick-run checks: every turn of every app served and exactly right, no leak; memory and resume ran."""
+    found = []
+    for key, app in (res.get("concurrency") or {}).get("apps", {}).items():
+        for r in app["rounds"]:
+            leaks = 0 if key == "naive" else r["leaks"]  # the naive baseline shares one memory by design
+            if r["ok"] != r["n"] or r["errors"] or r["unserved_at_deadline"] or leaks:
+                found.append(f"concurrency {key} N={r['n']}: {r['ok']}/{r['n']} ok, errors {r['error_kinds']}, "
+                             f"unserved {r['unserved_at_deadline']}, leaks {leaks}")
+    http = (res.get("memory") or {}).get("http")
+    if http is not None and (http.get("errors") or "after_expiry" not in http):
+        found.append(f"memory: errors {http.get('errors')}")
+    sp = res.get("session_path")
+    if sp is not None and not (sp.get("sqlite") or {}).get("resume", {}).get("messages"):
+        found.append("resume: no messages loaded back")
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small counts: check that everything runs")
-    parser.add_argument("--apps", nargs="+", default=["cmw", "cmw-per-token", "cmw-tuned", "cmw-tuned-2proc", "naive"],
-                        choices=sorted(concurrency.APPS), help="apps for the concurrency rounds")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny counts, results in a temporary folder: check that every benchmark works")
+    parser.add_argument("--apps", nargs="+", default=None, choices=sorted(concurrency.APPS),
+                        help="apps for the concurrency rounds")
     parser.add_argument("--ns", nargs="+", type=int, default=None)
-    parser.add_argument("--deadline", type=float, default=20.0, help="seconds before a round's unserved turns are cut")
+    parser.add_argument("--deadline", type=float, default=None, help="seconds before a round's unserved turns are cut")
     parser.add_argument("--sessions", type=int, default=None, help="live sessions for the memory benchmark")
     parser.add_argument("--ttl", type=float, default=None, help="idle TTL of the memory benchmark app")
     parser.add_argument("--skip", nargs="*", default=[], choices=["concurrency", "memory", "session_path"])
@@ -91,18 +118,33 @@ def main() -> None:
                         help="wait (up to 10 min) until the 1-minute load average is below this before starting")
     args = parser.parse_args()
 
-    ns = args.ns or ([1, 10, 50] if args.quick else list(concurrency.DEFAULT_NS))
-    sessions = args.sessions or (1000 if args.quick else 10000)
-    ttl = args.ttl or (20.0 if args.quick else 200.0)
+    quick = args.quick
+    apps = args.apps or (["cmw", "naive"] if quick else FULL_APPS)
+    ns = args.ns or ([1, 3] if quick else list(concurrency.DEFAULT_NS))
+    token_delay = 0.005 if quick else concurrency.TOKEN_DELAY  # quick: a 50-token turn in 0.25 s
+    deadline = args.deadline or (15.0 if quick else 20.0)
+    sessions = args.sessions or (20 if quick else 10000)
+    ttl = args.ttl or (2.0 if quick else 200.0)
+    resume_argv = [str(BENCH / "session_path.py"), *(["--turns", "10", "--loads", "20"] if quick else [])]
     # the before/after variants only need the rounds that the targets talk about
     short = [n for n in ns if n in (1, 100, 200)] or ns
     ns_for = {k: short for k in concurrency.APPS if k not in ("cmw", "naive")}
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = Path(tempfile.mkdtemp(prefix="cmw-bench-quick-")) if quick else RESULTS
+    results.mkdir(parents=True, exist_ok=True)
     log_lines: list[str] = []
+    broken: list[str] = []
 
     def log(message: str) -> None:
         print(message, flush=True)
         log_lines.append(message)
+
+    def attempt(name: str, fn):
+        try:
+            return fn()
+        except Exception:
+            log(f"!! {name} broke:\n{traceback.format_exc()}")
+            broken.append(f"{name}: {traceback.format_exc(limit=1).strip().splitlines()[-1]}")
+            return None
 
     if args.max_load is not None:
         waited = time.monotonic()
@@ -112,11 +154,9 @@ def main() -> None:
 
     command = ".venv/bin/python bench/run_all.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     started = time.time()
-    res: dict = {"command": command, "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                 "machine": machine_info(), "load_start": loadavg(), "token_delay_s": concurrency.TOKEN_DELAY,
-                 "notes": []}
+    res: dict = {"command": command, "started": now(), "machine": machine_info(), "load_start": loadavg(),
+                 "token_delay_s": token_delay, "notes": []}
     log(f"machine: {res['machine']}; load {res['load_start']}")
-    previous = {}
     if args.reuse and (RESULTS / "results.json").exists():
         previous = json.loads((RESULTS / "results.json").read_text())
         for section in args.skip:
@@ -127,46 +167,55 @@ def main() -> None:
                 res["notes"].append(f"section '{section}' reused from the run of {when} "
                                     f"(load at its start: {previous[section].get('load_at_start', '?')})")
 
-    if "concurrency" not in args.skip:
-        load = loadavg()
-        res["concurrency"] = concurrency.run(args.apps, ns, args.deadline, log=log, ns_for=ns_for)
-        res["concurrency"].update(measured_at=res["started"], load_at_start=[round(x, 2) for x in load])
+    def measured(fn):  # a section's result, stamped with when it ran and the load at its start
+        load, when = [round(x, 2) for x in loadavg()], now()
+        result = fn()
+        return {**result, "measured_at": when, "load_at_start": load}
 
-    jobs: list[tuple[str, list[str]]] = []
-    if "memory" not in args.skip:
-        jobs.append(("memory_inproc", [str(BENCH / "memory_bench.py"), "--inproc-only", "--sessions", str(sessions)]))
-    if "session_path" not in args.skip:
-        sp = ["--requests", "5000", "--sessions", "300"] if args.quick else []
-        jobs.append(("session_path", [str(BENCH / "session_path.py"), *sp]))
-    jobs.append(("gradio_overheads", [str(BENCH / "gradio_overheads.py")]))
-    background = Background(jobs, log)
+    def run_concurrency(keys: list[str]) -> dict:
+        tagged = (lambda message: log(f"{message}  [{keys[0]}]")) if quick else log  # quick: apps interleave
+        return concurrency.run(keys, ns, deadline, token_delay, log=tagged, ns_for=ns_for, settle=not quick)
 
+    child = Child(resume_argv, log, timeout=120 if quick else 900) if "session_path" not in args.skip else None
+    jobs = []
+    if "concurrency" not in args.skip:  # quick: one job per app, so that all of them run at once
+        jobs += ([(f"concurrency {key}", partial(run_concurrency, [key])) for key in apps] if quick
+                 else [("concurrency", partial(run_concurrency, apps))])
     if "memory" not in args.skip:
-        load = loadavg()
-        res["memory"] = memory_bench.run(sessions, ttl, inproc=False, http=True, log=log, during_wait=background.start)
-        res["memory"].update(measured_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                             load_at_start=[round(x, 2) for x in load])
-        extra = res["memory"]["http"].pop("during_wait", None) or background.finish()
-    else:
-        extra = background.finish()
-    if "memory_inproc" in extra and "memory" in res:
-        res["memory"]["inproc"] = extra["memory_inproc"].get("inproc", extra["memory_inproc"])
-    if "session_path" in extra:
-        res["session_path"] = extra["session_path"]
-        res["session_path"]["measured_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    res["gradio_overheads"] = extra.get("gradio_overheads")
-    for name, value in extra.items():
-        if isinstance(value, dict) and "error" in value:
-            log(f"!! {name} failed: {value['error']}")
-            res["notes"].append(f"{name} failed: {value['error'][-300:]}")
+        jobs.append(("memory", partial(memory_bench.run, sessions, ttl, workers=8 if quick else 32, log=log,
+                                       during_wait=child.start if child else None)))
+    # Measurements run one after another, alone on the machine; a quick check runs them all at once.
+    with ThreadPoolExecutor(len(jobs) if quick and jobs else 1) as pool:
+        futures = [(name, pool.submit(attempt, name, partial(measured, job))) for name, job in jobs]
+    done = [(name, future.result()) for name, future in futures]
+    conc = [result for name, result in done if name.startswith("concurrency") and result]
+    if conc:
+        res["concurrency"] = {**conc[0], "apps": {k: v for result in conc for k, v in result["apps"].items()}}
+    mem = next((result for name, result in done if name == "memory" and result), None)
+    if mem:
+        mem["http"].pop("during_wait", None)
+        res["memory"] = mem
+    if child is not None:
+        resume = child.finish()  # waits for the child started during the memory wait, or runs it now
+        if "error" in resume:
+            log(f"!! resume broke: {resume['error']}")
+            broken.append(f"resume: {resume['error'][-300:]}")
+        else:
+            res["session_path"] = {**resume, "measured_at": now()}
 
     res["load_end"] = loadavg()
-    res["finished"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    res["finished"] = now()
     res["duration_s"] = time.time() - started
     res["log"] = log_lines
-    (RESULTS / "results.json").write_text(json.dumps(res, indent=2, default=str))
-    report.render(res)
-    log(f"wrote {RESULTS / 'results.md'}, {RESULTS / 'results.json'}, plots; took {res['duration_s'] / 60:.1f} min")
+    res["notes"] += [f"broke: {b}" for b in broken]
+    (results / "results.json").write_text(json.dumps(res, indent=2, default=str))
+    attempt("report", lambda: report.render(res, results, update_readme=not quick))
+    if quick:
+        broken += [f"not clean: {u}" for u in unclean(res)]
+    log(f"wrote {results / 'results.md'}, {results / 'results.json'}, plots; took {res['duration_s'] / 60:.1f} min")
+    if broken:
+        log("FAILED:\n" + "\n".join(f"- {b}" for b in broken))
+        sys.exit(1)
 
 
 if __name__ == "__main__":
