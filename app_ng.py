@@ -8,6 +8,7 @@ Nothing launches on import: :func:`build_app` builds the app, :func:`main` serve
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import threading
@@ -27,6 +28,7 @@ from memory.session import make_session_factory
 from memory.store import ConversationStore
 from security.http_guard import OwnerGuard
 from security.owner import OwnerCredentials, load_or_create_key
+from gradio_compat import server_loop
 from settings import Settings
 from ui.chat_handler import ChatHandlers
 from ui.conversations import ConversationHandlers
@@ -60,8 +62,16 @@ class App:
         self.demo.launch(**options)
 
     def close(self) -> None:
+        """Stop serving and close the store (on the app's own loop, where its connections live)."""
         self._stop_sweeper.set()
-        self.demo.close()
+        loop = server_loop(self.demo)
+        try:
+            if loop is not None and loop.is_running():
+                asyncio.run_coroutine_threadsafe(self.manager.store.close(), loop).result(timeout=10)
+        except Exception:  # the store must not keep a failing test or a shutdown alive
+            log.exception("closing the store failed")
+        finally:
+            self.demo.close()
 
     def _start_session_sweeper(self) -> None:
         """Release idle sessions even when no request arrives to trigger it (their data stays stored)."""

@@ -20,6 +20,7 @@ from agent.cart import Cart, apply_cart_ops
 from agent.catalog import Catalog
 from agent.context import TurnContext
 from agent.tools import build_tools
+from memory.conversation_memory import ConversationMemory, ConversationMemoryManager
 
 SYSTEM_PROMPT = (
     "You are a helpful shopping assistant. You can manage the user's shopping cart with your tools and "
@@ -95,26 +96,65 @@ def _tool_messages(update) -> list[ToolMessage]:
 
 
 class CmwAgent:
-    """Runs turns of one session's current conversation on the shared graph.
+    """One per session: which conversation this session is in, and its turns on the shared graph.
 
-    ``runtime`` is the process-wide agent (read-only); ``memory`` is this session's current
-    conversation entry (anything with a checkpointer ``config``).
+    The agent owns its current conversation: opening, switching, starting and rehydrating one are its
+    methods, and nothing else swaps it. The graph (model, tools, checkpointer) is shared and read-only;
+    entries come from the shared :class:`~memory.conversation_memory.ConversationMemoryManager`.
     """
 
-    def __init__(self, runtime: AgentRuntime, memory):
-        self.runtime = runtime
-        self.memory = memory
+    def __init__(self, manager: ConversationMemoryManager, principal: str | None = None):
+        self._manager = manager
+        self.conversation: ConversationMemory = manager.entry(principal=principal)
+        self._rehydrated = False
 
-    async def stream_turn(self, text: str, context: TurnContext, message_id: str | None = None
-                          ) -> AsyncIterator[TurnEvent]:
-        """Run one user turn, yielding text deltas and tool start/finish events as they happen.
+    async def rehydrate(self, principal: str, session_fingerprint: str) -> None:
+        """Once: continue the conversation this session last used, if the store has one (after TTL or
+        size eviction, the next request picks up exactly where the user left off)."""
+        if self._rehydrated:
+            return
+        self._rehydrated = True
+        self.conversation.principal = self.conversation.principal or principal
+        entry = await self._manager.last_entry_of_session(principal, session_fingerprint)
+        if entry is not None:
+            self.conversation = entry
 
-        ``message_id`` names the stored user message, so an interrupted turn can be found afterwards.
-        """
+    async def open(self, conversation_id: str, principal: str) -> bool:
+        """Switch to a stored conversation of ``principal``; False (and no switch) for anyone else's."""
+        if conversation_id == self.conversation.conversation_id and not self.conversation.deleted:
+            return True
+        entry = await self._manager.owned_entry(conversation_id, principal)
+        if entry is None:
+            return False
+        self.conversation, self._rehydrated = entry, True
+        return True
+
+    async def open_latest(self, principal: str) -> bool:
+        """Continue ``principal``'s most recently updated conversation, if there is one."""
+        entry = await self._manager.latest_entry_of_owner(principal)
+        if entry is None:
+            return False
+        self.conversation, self._rehydrated = entry, True
+        return True
+
+    def start_new(self, principal: str) -> ConversationMemory:
+        """Leave the current conversation (it stays stored) and begin an empty one."""
+        self.conversation, self._rehydrated = self._manager.entry(principal=principal), True
+        return self.conversation
+
+    def current(self, principal: str) -> ConversationMemory:
+        """The conversation the next turn runs in: a deleted one is replaced by a new, empty one."""
+        return self.start_new(principal) if self.conversation.deleted else self.conversation
+
+    async def stream_turn(self, conversation: ConversationMemory, text: str, context: TurnContext,
+                          message_id: str | None = None) -> AsyncIterator[TurnEvent]:
+        """Run one user turn of ``conversation`` (the caller holds its lock), yielding text deltas and tool
+        start/finish events as they happen. ``message_id`` names the stored user message, so an
+        interrupted turn can be found afterwards."""
         started: dict[str, tuple[str, float]] = {}
         inputs = {"messages": [HumanMessage(content=text, id=message_id)]}
-        graph = await self.runtime.graph()
-        async for mode, data in graph.astream(inputs, self.memory.config, context=context,
+        graph = await self._manager.runtime.graph()
+        async for mode, data in graph.astream(inputs, conversation.config, context=context,
                                               stream_mode=["messages", "updates"]):
             if mode == "messages":
                 chunk, meta = data

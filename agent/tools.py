@@ -78,7 +78,7 @@ def build_tools(catalog: Catalog) -> list[BaseTool]:
     @tool
     def session_info(runtime: ToolRuntime[TurnContext]) -> Command:
         """Show facts about the current user's own session (never anyone else's)."""
-        session = runtime.context.session
+        session = runtime.context
         messages = runtime.state.get("messages") or []
         count = sum(1 for m in messages if isinstance(m, HumanMessage)
                     or (isinstance(m, AIMessage) and m.text and not m.tool_calls))

@@ -18,7 +18,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, Remove
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
 from agent.cart import Cart, apply_cart_ops
-from memory.store import ConversationStore
+from memory.store import ConversationRecord, ConversationStore
+from memory.turn import TurnHandle
 
 
 @dataclass
@@ -47,13 +48,22 @@ def _answered_tool_calls(messages: list[BaseMessage]) -> list[BaseMessage]:
 
 
 class ConversationMemory:
-    """The memory entry of one conversation: load it, rewrite it, drop its last turn."""
+    """The memory entry of one conversation: load it, rewrite it, drop its last turn.
+
+    ``lock`` is the conversation's one lock: every read-modify-write of it - a turn, settling a stopped
+    turn, undo, retry, rename, delete, export - holds it, whichever tab or process-local caller asks.
+    ``deleted`` is set before a delete takes the lock; after that nothing writes to this conversation.
+    ``running`` is the cancel handle of the turn that holds the lock, so a delete can stop it.
+    """
 
     def __init__(self, runtime: Any, conversation_id: str):
         self._runtime = runtime
         self.conversation_id = conversation_id
         self.config = {"configurable": {"thread_id": conversation_id}}
-        self.turn_lock = asyncio.Lock()  # turns of one conversation run one at a time, whichever tab sends them
+        self.lock = asyncio.Lock()
+        self.deleted = False
+        self.principal: str | None = None  # whose conversation this is, once known (opened or first turn)
+        self.running: TurnHandle | None = None
 
     async def load(self) -> Transcript:
         graph = await self._runtime.graph()
@@ -78,17 +88,11 @@ class ConversationMemory:
         await self.replace(kept, replay_cart(kept))
         return transcript.messages[starts[-1]].text
 
-    async def truncate_to_turns(self, turns: int) -> None:
-        """Keep only the first ``turns`` user turns (used to reconcile with what the user sees)."""
-        transcript = await self.load()
-        starts = [i for i, m in enumerate(transcript.messages) if isinstance(m, HumanMessage)]
-        if len(starts) <= turns:
-            return
-        kept = transcript.messages[: starts[turns]]
-        await self.replace(kept, replay_cart(kept))
-
     async def settle_interrupted_turn(self, user_text: str, message_id: str, visible_answer: str) -> None:
-        """After Stop or an error: make memory hold exactly what the user saw of that turn."""
+        """After Stop or an error: make memory hold exactly what the user saw of that turn (nothing at all
+        once the conversation was deleted)."""
+        if self.deleted:
+            return
         transcript = await self.load()
         starts = [i for i, m in enumerate(transcript.messages) if isinstance(m, HumanMessage) and m.id == message_id]
         if starts:
@@ -104,12 +108,16 @@ class ConversationMemory:
 
 
 class ConversationMemoryManager:
-    """Hands out memory entries and manages an owner's conversations. Shared; holds no per-user data."""
+    """Hands out memory entries and manages an owner's conversations. Shared; holds no per-user data.
+
+    Every store access of the app goes through here, and every change of a conversation takes that
+    conversation's lock.
+    """
 
     def __init__(self, runtime: Any, store: ConversationStore):
         self.runtime = runtime
         self.store = store
-        # One live entry per conversation, so two tabs on one conversation share its turn lock. Weak: an
+        # One live entry per conversation, so every tab on one conversation shares its lock. Weak: an
         # entry disappears as soon as no session uses it. Holds no conversation data.
         self._live: weakref.WeakValueDictionary[str, ConversationMemory] = weakref.WeakValueDictionary()
 
@@ -117,24 +125,70 @@ class ConversationMemoryManager:
     def new_conversation_id() -> str:
         return uuid.uuid4().hex
 
-    def entry(self, conversation_id: str | None = None) -> ConversationMemory:
+    def entry(self, conversation_id: str | None = None, principal: str | None = None) -> ConversationMemory:
         conversation_id = conversation_id or self.new_conversation_id()
         entry = self._live.get(conversation_id)
         if entry is None:
             entry = self._live[conversation_id] = ConversationMemory(self.runtime, conversation_id)
+        entry.principal = entry.principal or principal
         return entry
 
-    async def owned_entry(self, conversation_id: str, owner: str) -> ConversationMemory | None:
-        """The entry for a stored conversation of ``owner``; None for anyone else's or an unknown id."""
-        if not conversation_id or not owner:
+    async def owned_entry(self, conversation_id: str, principal: str) -> ConversationMemory | None:
+        """The entry for a stored conversation of ``principal``; None for anyone else's or an unknown id."""
+        if not conversation_id or not principal:
             return None
-        record = await self.store.get(conversation_id, owner)
-        return self.entry(record.id) if record else None
+        record = await self.store.get(conversation_id, principal)
+        return self.entry(record.id, principal) if record else None
 
-    async def latest_entry_of_owner(self, owner: str) -> ConversationMemory | None:
-        records = await self.store.list_for_owner(owner) if owner else []
-        return self.entry(records[0].id) if records else None
+    async def latest_entry_of_owner(self, principal: str) -> ConversationMemory | None:
+        records = await self.store.list_for_owner(principal) if principal else []
+        return self.entry(records[0].id, principal) if records else None
 
-    async def last_entry_of_session(self, owner: str, session_fingerprint: str) -> ConversationMemory | None:
-        record = await self.store.latest_for_session(owner, session_fingerprint)
-        return self.entry(record.id) if record else None
+    async def last_entry_of_session(self, principal: str, session_fingerprint: str) -> ConversationMemory | None:
+        record = await self.store.latest_for_session(principal, session_fingerprint)
+        return self.entry(record.id, principal) if record else None
+
+    async def record_turn(self, entry: ConversationMemory, principal: str, session_fingerprint: str,
+                          text: str) -> bool:
+        """Note a turn of ``entry`` (caller holds its lock). False: the id is someone else's - run nothing."""
+        if entry.deleted:
+            return False
+        entry.principal = entry.principal or principal
+        return entry.principal == principal and await self.store.record_turn(
+            entry.conversation_id, principal, session_fingerprint, text)
+
+    async def conversations(self, principal: str) -> list[ConversationRecord]:
+        return await self.store.list_for_owner(principal)
+
+    async def rename(self, conversation_id: str, principal: str, title: str) -> bool:
+        entry = await self.owned_entry(conversation_id, principal)
+        if entry is None:
+            return False
+        async with entry.lock:
+            return await self.store.rename(conversation_id, principal, title)
+
+    async def delete(self, conversation_id: str, principal: str) -> bool:
+        """Delete one conversation of ``principal``: its running turn is stopped and writes nothing, then
+        its row and checkpoints go, under its lock."""
+        entry = await self.owned_entry(conversation_id, principal)
+        if entry is None:
+            return False
+        return await self._delete_entry(entry, principal)
+
+    async def delete_owner(self, principal: str) -> int:
+        """Delete every conversation of ``principal``, stored or live (a first turn not yet recorded
+        included). Returns how many stored ones were deleted."""
+        entries = {r.id: self.entry(r.id, principal) for r in await self.store.list_for_owner(principal)}
+        entries.update({e.conversation_id: e for e in list(self._live.values()) if e.principal == principal})
+        deleted = [await self._delete_entry(entry, principal) for entry in entries.values()]
+        return sum(deleted)
+
+    async def _delete_entry(self, entry: ConversationMemory, principal: str) -> bool:
+        entry.deleted = True
+        if entry.running is not None:
+            entry.running.cancel()
+        async with entry.lock:
+            deleted = await self.store.delete(entry.conversation_id, principal)
+            if not deleted and entry.principal == principal:
+                await self.store.delete_checkpoints(entry.conversation_id)  # a first turn, not yet recorded
+        return deleted

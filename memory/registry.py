@@ -52,7 +52,7 @@ class SessionRegistry:
         with self._lock:
             self._cache.expire()
             session = self._cache.get(session_key)
-            if session is not None and not session.belongs_to(owner, username):
+            if session is not None and not session.may_be_used_by(owner, username):
                 stranger = self._factory(self._fingerprint(secrets.token_hex(16)), owner)
                 stranger.username = username
                 return stranger
@@ -72,7 +72,7 @@ class SessionRegistry:
             session = self._cache.get(session_key)
             if session is None:
                 session = self._factory(self._fingerprint(session_key), owner)
-            elif session.owner != owner:
+            elif not session.may_be_used_by(owner, None):
                 return False
             self._cache[session_key] = session
             return True

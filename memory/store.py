@@ -143,14 +143,15 @@ class ConversationStore:
 
     # -- conversations -------------------------------------------------------------------------
     async def record_turn(self, conversation_id: str, owner: str, session: str, message: str,
-                          now: float | None = None) -> None:
-        """Note a turn: create the conversation (titled by its first message) or touch it."""
+                          now: float | None = None) -> bool:
+        """Note a turn: create the conversation (titled by its first message) or touch it. False when the
+        id belongs to another owner: nothing is changed, and the caller must not run the turn."""
         now = time.time() if now is None else now
-        await self._change(
+        return await self._change(
             f"INSERT INTO cmw_conversations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at, last_session = excluded.last_session "
             "WHERE cmw_conversations.owner = excluded.owner",
-            conversation_id, owner, title_from(message) or "New chat", now, now, session)
+            conversation_id, owner, title_from(message) or "New chat", now, now, session) == 1
 
     async def get(self, conversation_id: str, owner: str) -> ConversationRecord | None:
         rows = await self._rows(f"SELECT {_COLUMNS} FROM cmw_conversations WHERE id = ? AND owner = ?",
@@ -179,6 +180,10 @@ class ConversationStore:
             await self._saver.adelete_thread(conversation_id)
             return True
         return False
+
+    async def delete_checkpoints(self, conversation_id: str) -> None:
+        await self.open()
+        await self._saver.adelete_thread(conversation_id)
 
     async def delete_owner(self, owner: str) -> int:
         """Delete every conversation of ``owner`` (rows and checkpoints). Returns how many."""

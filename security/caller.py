@@ -28,3 +28,13 @@ def caller_of(request) -> Caller | None:
     state = getattr(raw, "state", None)
     caller = getattr(state, SCOPE_KEY, None) if state is not None else None
     return caller if isinstance(caller, Caller) else None
+
+
+def may_use(bound_owner: str | None, bound_username: str | None, owner: str | None,
+            username: str | None) -> bool:
+    """The one rule for every layer: a session may be used only by the owner it was bound to at first use
+    and, once a login name is known for it, only under that name. The HTTP guard, which does not know the
+    login name, passes ``username=None``; handlers pass ``gr.Request.username``."""
+    if bound_owner is None or owner is None or bound_owner != owner:
+        return False
+    return bound_username is None or username is None or bound_username == username

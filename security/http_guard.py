@@ -23,12 +23,12 @@ run no handler code at all. So every request is checked here, before Gradio sees
 
 from __future__ import annotations
 
-import json
 import logging
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 
+from gradio_compat import BODY_ROUTES, api_route, named_sessions
 from memory.registry import SessionRegistry
 from security.caller import SCOPE_KEY, Caller
 from security.cookie_mode import cookie_mode
@@ -38,7 +38,6 @@ from security.owner import OwnerCredentials
 log = logging.getLogger("cmw.http_guard")
 
 MAX_BODY_BYTES = 1_000_000
-_BODY_ROUTES = ("queue/join", "call/", "run/", "api/", "cancel", "component_server")
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 FORBIDDEN = b'{"detail": "This session belongs to someone else. Reload the page to start your own."}'
 CROSS_SITE = (b'{"detail": "Requests from other websites are not accepted. Open the app itself, or ask its '
@@ -47,13 +46,6 @@ DUPLICATE_COOKIES = (b'{"detail": "Your browser sent two owner cookies for this 
                      b'domain may have set one). Clear this site\'s cookies and reload the page."}')
 COOKIES_TOO_LARGE = (b'{"detail": "Your browser sent too many or too large cookies for this site. Clear this '
                      b'site\'s cookies and reload the page."}')
-
-
-def _api_route(path: str) -> str | None:
-    """The part after ``/gradio_api/`` (wherever the app is mounted), or None for other paths."""
-    marker = "/gradio_api/"
-    index = path.find(marker)
-    return path[index + len(marker):] if index >= 0 else None
 
 
 async def _respond(send, status: int, body: bytes, set_cookie: str | None = None) -> None:
@@ -105,7 +97,7 @@ class OwnerGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
-        route = _api_route(scope["path"])
+        route = api_route(scope["path"])
         if (route is not None or scope["method"] not in _SAFE_METHODS) and is_cross_site(headers, self.allowed_origins):
             log.warning("refused a cross-site %s request (Sec-Fetch-Site=%r)", scope["method"],
                         headers.get("sec-fetch-site"))
@@ -125,12 +117,12 @@ class OwnerGuard:
         if route is not None:
             if route.startswith("deep_link"):
                 return await _respond(send, 404, b'{"detail": "Not Found"}')
-            if scope["method"] == "POST" and route.startswith(_BODY_ROUTES):
+            if scope["method"] == "POST" and route.startswith(BODY_ROUTES):
                 body, too_large = await _read_body(receive)
                 if too_large:
                     return await _respond(send, 413, b'{"detail": "Request too large."}')
                 receive = _replay(body)
-            named = _named_sessions(scope, route, body)
+            named = named_sessions(scope, route, body)
 
         set_cookie = None
         if owner is None and may_mint(scope, headers, bool(named), mode.partitioned):
@@ -163,7 +155,7 @@ class OwnerGuard:
         if may_bind:
             return self.registry.bind(session_hash, owner)
         session = self.registry.peek(session_hash)
-        return session is None or session.owner == owner
+        return session is None or session.may_be_used_by(owner, None)
 
 
 async def _read_body(receive) -> tuple[bytes, bool]:
@@ -193,26 +185,3 @@ def _replay(body: bytes):
         return {"type": "http.disconnect"}
 
     return receive
-
-
-def _named_sessions(scope, route: str, body: bytes) -> list[tuple[str, bool]]:
-    """(session_hash, may_bind) pairs a request names. ``may_bind``: first use binds it to the caller."""
-    named: list[tuple[str, bool]] = []
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    for value in query.get("session_hash", []):
-        named.append((value, True))
-    parts = route.split("/")
-    if parts[0] == "heartbeat" and len(parts) > 1:
-        named.append((parts[1], True))
-    elif parts[0] == "stream" and len(parts) > 2 and scope["method"] == "GET":
-        named.append((parts[1], True))
-    elif parts[0] == "call" and len(parts) >= 3 and scope["method"] == "GET":
-        named.append((parts[-1], False))  # Gradio falls back to reading the queue of a hash named like this
-    if body:
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict) and isinstance(payload.get("session_hash"), str):
-            named.append((payload["session_hash"], True))
-    return [(h, bind) for h, bind in named if h]

@@ -79,7 +79,7 @@ async def test_empty_and_oversized_messages_are_answered_and_not_stored(app, han
     limit = app.settings.max_message_chars
     assert await api(app, handlers, "x" * (limit + 1)) == too_long_message(limit)
     session = app.registry.peek("tab-1")
-    assert (await session.memory.load()).messages == []
+    assert (await session.conversation.load()).messages == []
 
 
 async def test_control_characters_are_stripped_before_the_agent_sees_them(app, handlers):
@@ -112,7 +112,7 @@ async def test_stop_leaves_memory_equal_to_what_was_shown(make_app):
         await task
     visible = shown[-1]
     assert 0 < len(visible.split()) < 300
-    messages = (await app.registry.peek("tab-1").memory.load()).messages
+    messages = (await app.registry.peek("tab-1").conversation.load()).messages
     assert [type(m) for m in messages[-2:]] == [HumanMessage, AIMessage]
     assert messages[-2].text == "Count to 300" and messages[-1].text == visible
     assert await api(app, handlers, "What's my name?") == "Your name is Stopper."
@@ -121,7 +121,7 @@ async def test_stop_leaves_memory_equal_to_what_was_shown(make_app):
 async def test_turns_of_one_session_never_interleave(app, handlers):
     first, second = await asyncio.gather(api(app, handlers, "Count to 30"), api(app, handlers, "Count to 20"))
     assert first == " ".join(map(str, range(1, 31))) and second == " ".join(map(str, range(1, 21)))
-    messages = (await app.registry.peek("tab-1").memory.load()).messages
+    messages = (await app.registry.peek("tab-1").conversation.load()).messages
     assert [type(m) for m in messages] == [HumanMessage, AIMessage, HumanMessage, AIMessage]
 
 
@@ -150,14 +150,14 @@ async def test_clear_starts_an_empty_conversation(app, handlers):
     await api(app, handlers, "My name is Cleared")
     await api(app, handlers, "Add quinoa to my cart")
     chat, ref = await handlers.clear(request("tab-1"))
-    assert chat == [] and ref == app.registry.peek("tab-1").memory.conversation_id
+    assert chat == [] and ref == app.registry.peek("tab-1").conversation.conversation_id
     assert "don't know" in await api(app, handlers, "What's my name?")
     assert "empty" in await api(app, handlers, "Show my cart")
 
 
 async def test_page_load_shows_only_this_tabs_conversation(app, handlers):
     await api(app, handlers, "My name is Loaded", session_hash="tab-1")
-    ref = app.registry.peek("tab-1").memory.conversation_id
+    ref = app.registry.peek("tab-1").conversation.conversation_id
     empty, new_ref, _ = await handlers.load("", request("tab-2"))
     assert empty == [] and new_ref != ref
     shown, same_ref, _ = await handlers.load(ref, request("tab-3"))  # a reload carries the tab's reference

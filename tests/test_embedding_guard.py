@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from types import SimpleNamespace
 
 import httpx
 import pytest
 from gradio_client import Client
 
 from memory.registry import SessionRegistry
-from security.caller import SCOPE_KEY
+from security.caller import SCOPE_KEY, may_use
 from security.cookie_mode import COOKIE_NAME, PARTITIONED_COOKIE_NAME
 from security.cookies import MAX_COOKIE_HEADER_BYTES, CookieHeaderTooLarge, cookie_pairs
 from security.http_guard import CROSS_SITE, DUPLICATE_COOKIES, OwnerGuard
@@ -26,6 +25,19 @@ from security.owner import OwnerCredentials
 BROWSER_SAME_ORIGIN = {"sec-fetch-site": "same-origin", "sec-fetch-mode": "cors", "sec-fetch-dest": "empty"}
 NAVIGATION = {"sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}
 FRAME_NAVIGATION = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate", "sec-fetch-dest": "iframe"}
+
+
+class BoundOnly:
+    """A registry entry with just the binding: what the guard needs of a session."""
+
+    def __init__(self, owner):
+        self.owner, self.username = owner, None
+
+    def may_be_used_by(self, owner, username):
+        return may_use(self.owner, self.username, owner, username)
+
+    def release(self):
+        pass
 
 
 class Recorder:
@@ -43,7 +55,7 @@ class Recorder:
 @pytest.fixture
 def guarded():
     credentials = OwnerCredentials(b"k" * 32)
-    registry = SessionRegistry(lambda fingerprint, owner: SimpleNamespace(owner=owner, release=lambda: None),
+    registry = SessionRegistry(lambda fingerprint, owner: BoundOnly(owner),
                                maxsize=100, ttl=60, fingerprint=credentials.fingerprint)
     recorder = Recorder()
     guard = OwnerGuard(recorder, credentials=credentials, registry=registry,

@@ -12,6 +12,7 @@ from gradio_client import Client
 from langchain_core.messages import HumanMessage
 
 from security.admission import BUSY_MESSAGE
+from gradio_compat import server_loop
 from tests_support import wait_until
 from ui.input_guard import EMPTY_MESSAGE, too_long_message
 
@@ -21,7 +22,7 @@ RATE = re.compile(r"You are sending messages too quickly \(limit: (\d+) per minu
 
 def stored_user_messages(app, client: Client) -> list[str]:
     session = app.registry.peek(client.session_hash)
-    transcript = asyncio.run(session.memory.load())
+    transcript = asyncio.run(session.conversation.load())
     return [m.text for m in transcript.messages if isinstance(m, HumanMessage)]
 
 
@@ -65,7 +66,7 @@ def test_text_that_is_not_valid_utf8_is_answered_and_stored_replaced(launch_app)
     app, url = launch_app()
     session_hash, reply = raw_chat(url, "My name is caf\\udce9")  # a lone surrogate: not encodable as UTF-8
     assert reply == "Nice to meet you, caf\ufffd! I'll remember your name in this conversation."
-    transcript = asyncio.run(app.registry.peek(session_hash).memory.load())
+    transcript = asyncio.run(app.registry.peek(session_hash).conversation.load())
     assert transcript.messages[0].text == "My name is caf\ufffd"
 
 
@@ -115,7 +116,7 @@ def test_busy_when_the_waiting_line_is_full(launch_app):
 
     assert refused.submit("Count to 40", api_name="/chat").result(timeout=30) == BUSY_MESSAGE == (
         "The assistant is busy right now: too many conversations are waiting. Please try again in a minute.")
-    app.registry.peek(running.session_hash).stop_requested = True  # what ChatHandlers.stop does
+    server_loop(app.demo).call_soon_threadsafe(app.registry.peek(running.session_hash).stop_turns)  # = Stop
     assert queued.result(timeout=30) == "1 2 3 4 5"
     shown = long_turn.result(timeout=30).split()
     assert 0 < len(shown) < 1000 and shown == [str(n) for n in range(1, len(shown) + 1)]

@@ -48,11 +48,11 @@ async def make_registry(tmp_path):
 
 def test_same_key_same_session_other_key_other_session(make_registry):
     registry, _ = make_registry()
-    a, a_again, b = registry.get_or_create("hash-a"), registry.get_or_create("hash-a"), registry.get_or_create("hash-b")
+    a, a_again, b = (registry.get_or_create(key, owner="owner") for key in ("hash-a", "hash-a", "hash-b"))
     assert a is a_again
     assert a is not b
-    assert a.memory.conversation_id != b.memory.conversation_id
-    assert a.agent is not b.agent and a.turn_lock is not b.turn_lock
+    assert a.conversation.conversation_id != b.conversation.conversation_id
+    assert a.agent is not b.agent and a.conversation.lock is not b.conversation.lock
     assert a.fingerprint != b.fingerprint and "hash-a" not in a.fingerprint
 
 
@@ -60,23 +60,23 @@ def test_missing_key_is_refused_never_defaulted(make_registry):
     registry, _ = make_registry()
     for key in ("", None):
         with pytest.raises(ValueError):
-            registry.get_or_create(key)
+            registry.get_or_create(key, owner="owner")
     assert len(registry) == 0
 
 
 def test_idle_ttl_expiry_releases_session(make_registry):
     clock = FakeClock()
     registry, _ = make_registry(ttl=60, clock=clock)
-    session = registry.get_or_create("k")
+    session = registry.get_or_create("k", owner="owner")
     clock.now += 59
-    assert registry.get_or_create("k") is session  # access restarts the idle clock
+    assert registry.get_or_create("k", owner="owner") is session  # access restarts the idle clock
     clock.now += 59
     assert registry.peek("k") is session
     clock.now += 61
     assert registry.peek("k") is None
     assert session.released
-    fresh = registry.get_or_create("k")
-    assert fresh is not session and fresh.memory.conversation_id != session.memory.conversation_id
+    fresh = registry.get_or_create("k", owner="owner")
+    assert fresh is not session and fresh.conversation.conversation_id != session.conversation.conversation_id
 
 
 def test_size_eviction_releases_oldest(make_registry):
@@ -85,17 +85,18 @@ def test_size_eviction_releases_oldest(make_registry):
     sessions = []
     for i in range(5):
         clock.now += 1
-        sessions.append(registry.get_or_create(f"k{i}"))
+        sessions.append(registry.get_or_create(f"k{i}", owner="owner"))
     assert len(registry) == 3
     assert [s.released for s in sessions] == [True, True, False, False, False]
     assert registry.peek("k0") is None and registry.peek("k4") is sessions[4]
 
 
 async def _chat(session, manager, text):
-    from agent.context import TurnContext
-    await manager.store.record_turn(session.memory.conversation_id, session.principal, session.fingerprint, text)
-    async for _ in session.agent.stream_turn(text, TurnContext(session)):
-        pass
+    conversation = session.conversation
+    async with conversation.lock:
+        assert await manager.record_turn(conversation, session.principal, session.fingerprint, text)
+        async for _ in session.agent.stream_turn(conversation, text, session.turn_context(conversation)):
+            pass
 
 
 async def test_eviction_frees_the_live_session_and_loses_nothing(make_registry):
@@ -105,7 +106,7 @@ async def test_eviction_frees_the_live_session_and_loses_nothing(make_registry):
     session.principal = "owner-a"
     await _chat(session, manager, "My name is Evicted")
     await _chat(session, manager, "Add 2 apples to my cart")
-    conversation = session.memory.conversation_id
+    conversation = session.conversation.conversation_id
     ref = weakref.ref(session)
     del session
     clock.now += 11
@@ -114,12 +115,12 @@ async def test_eviction_frees_the_live_session_and_loses_nothing(make_registry):
     assert ref() is None, "an evicted session is still referenced somewhere"
     again = registry.get_or_create("k", owner="owner-a")  # the same tab's next message
     again.principal = "owner-a"
-    await again.rehydrate()
-    assert again.memory.conversation_id == conversation
-    transcript = await again.memory.load()
+    await again.agent.rehydrate(again.principal, again.fingerprint)
+    assert again.conversation.conversation_id == conversation
+    transcript = await again.conversation.load()
     assert transcript.messages[0].text == "My name is Evicted" and transcript.cart["apple"]["qty"] == 2
     await _chat(again, manager, "What's my name?")
-    assert (await again.memory.load()).messages[-1].text == "Your name is Evicted."
+    assert (await again.conversation.load()).messages[-1].text == "Your name is Evicted."
 
 
 def test_get_or_create_is_atomic_under_threads(make_registry):
@@ -131,7 +132,7 @@ def test_get_or_create_is_atomic_under_threads(make_registry):
         barrier.wait()
         for i in range(20):
             key = f"k{(i + n) % 20}"
-            results[key].append(registry.get_or_create(key))
+            results[key].append(registry.get_or_create(key, owner="owner"))
 
     threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(40)]
     for t in threads:
@@ -149,6 +150,6 @@ def test_other_owner_gets_fresh_unregistered_session(make_registry):
     registry, _ = make_registry()
     mine = registry.get_or_create("k", owner="owner-a")
     theirs = registry.get_or_create("k", owner="owner-b")
-    assert theirs is not mine and theirs.memory.conversation_id != mine.memory.conversation_id
+    assert theirs is not mine and theirs.conversation.conversation_id != mine.conversation.conversation_id
     assert registry.get_or_create("k", owner="owner-a") is mine
     assert len(registry) == 1

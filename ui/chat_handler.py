@@ -11,15 +11,15 @@ import asyncio
 import logging
 import time
 import uuid
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from typing import AsyncIterator
 
 import gradio as gr
 
 from agent.cmw_agent import TextDelta
-from agent.context import TurnContext
-from memory.conversation_memory import ConversationMemoryManager
+from memory.conversation_memory import ConversationMemory, ConversationMemoryManager
 from memory.session import Session
+from memory.turn import TurnHandle
 from security.admission import Admission, Busy
 from security.rate_limit import RateLimiter, rate_limit_message
 from settings import Settings
@@ -49,8 +49,8 @@ class ChatHandlers:
     async def _session_for(self, request, conversation_ref: str | None) -> Session:
         """Resolve the session and follow the tab's conversation reference, if it is this owner's."""
         session = await self._edge.resolve(request)
-        if conversation_ref and conversation_ref != session.memory.conversation_id:
-            await session.open_conversation(conversation_ref)
+        if conversation_ref and conversation_ref != session.conversation.conversation_id:
+            await session.agent.open(conversation_ref, session.principal)
         return session
 
     def _refusal(self, session: Session, request, text: str) -> str | None:
@@ -70,61 +70,79 @@ class ChatHandlers:
     async def _run_turn(self, session: Session, text: str) -> AsyncIterator[TurnView]:
         """Stream one turn as successive views, at most one every ``stream_interval`` seconds.
 
-        Waits for a process-wide slot (bounded waiting, else a busy answer), then for the session's lock.
+        The turn's cancel handle exists from here on, so Stop cancels it while it waits for a process-wide
+        slot (bounded waiting, else a busy answer) or for its conversation's lock.
         """
         view = TurnView()
+        handle = session.begin_turn()
         try:
             async with self._admission.slot():
-                async with aclosing(self._locked_turn(session, text, view)) as updates:
+                async with aclosing(self._locked_turn(session, text, view, handle)) as updates:
                     async for update in updates:
                         yield update
         except Busy as busy:
             view.apply(TextDelta(str(busy)))
             yield view
+        finally:
+            session.end_turn(handle)
 
-    async def _locked_turn(self, session: Session, text: str, view: TurnView) -> AsyncIterator[TurnView]:
-        async with session.turn_lock, session.memory.turn_lock:  # per tab, and per conversation across tabs
-            memory = session.memory
+    @asynccontextmanager
+    async def _locked_conversation(self, session: Session):
+        """The session's current conversation, locked; one deleted meanwhile is replaced by a new one."""
+        while True:
+            conversation = session.agent.current(session.principal)
+            async with conversation.lock:
+                if not conversation.deleted and conversation is session.conversation:
+                    yield conversation
+                    return
+
+    async def _locked_turn(self, session: Session, text: str, view: TurnView,
+                           handle: TurnHandle) -> AsyncIterator[TurnView]:
+        async with self._locked_conversation(session) as conversation:
             message_id = uuid.uuid4().hex
-            await self._manager.store.record_turn(memory.conversation_id, session.principal, session.fingerprint, text)
+            if not await self._manager.record_turn(conversation, session.principal, session.fingerprint, text):
+                log.warning("session %s: refused a turn on a conversation it does not own", session.fingerprint)
+                session.agent.start_new(session.principal)
+                view.apply_error(ERROR_MESSAGE)
+                yield view
+                return
             session.touch()
-            session.stop_requested = False
-            last_yield = 0.0
+            if handle.cancelled:  # Stop pressed while the turn waited: keep the message, answer nothing
+                await conversation.settle_interrupted_turn(text, message_id, "")
+                yield view
+                return
+            conversation.running = handle
             settled = False
             try:
-                async with aclosing(session.agent.stream_turn(text, TurnContext(session), message_id)) as events:
-                    async for event in events:
-                        view.apply(event)
-                        now = time.monotonic()
-                        if now - last_yield >= self._settings.stream_interval or not isinstance(event, TextDelta):
-                            last_yield = now
-                            yield view
-                        if session.stop_requested:  # the Stop button (see stop())
-                            break
-                if session.stop_requested:
-                    session.stats.stopped_turns += 1
-                    await memory.settle_interrupted_turn(text, message_id, view.answer)
+                last_yield = 0.0
+                events = session.agent.stream_turn(conversation, text, session.turn_context(conversation), message_id)
+                async for event in until_cancelled(events, handle):
+                    view.apply(event)
+                    now = time.monotonic()
+                    if now - last_yield >= self._settings.stream_interval or not isinstance(event, TextDelta):
+                        last_yield = now
+                        yield view
+                if handle.cancelled:  # Stop, or the conversation was deleted
+                    await conversation.settle_interrupted_turn(text, message_id, view.answer)
                     log.info("session %s: turn stopped after %d chars", session.fingerprint, len(view.answer))
                 settled = True
             except Exception:
                 log.exception("session %s: turn failed", session.fingerprint)
                 view.apply_error(ERROR_MESSAGE)
-                await memory.settle_interrupted_turn(text, message_id, view.answer)
+                await conversation.settle_interrupted_turn(text, message_id, view.answer)
                 settled = True
             finally:
+                conversation.running = None
                 if not settled:  # cancelled, or closed from outside (tab closed, Gradio dropped the run)
-                    session.stats.stopped_turns += 1
-                    await asyncio.shield(memory.settle_interrupted_turn(text, message_id, view.answer))
-            session.stats.turns += 1
-            session.stats.streamed_chars += len(view.answer)
+                    await asyncio.shield(conversation.settle_interrupted_turn(text, message_id, view.answer))
             session.touch()
             yield view
 
     async def stop(self, request: gr.Request):
-        """The Stop button: ask this session's running turn to end after what it has shown."""
+        """The Stop button: cancel this session's turns, running or still waiting; what was shown stays."""
         session = self._edge.existing(request)
         if session is not None:
-            session.stop_requested = True
+            session.stop_turns()
 
     # -- browser events ------------------------------------------------------------------------
     async def load(self, conversation_ref: str, request: gr.Request):
@@ -132,55 +150,52 @@ class ChatHandlers:
         that cannot remember it (a cross-site frame) continues this owner's most recent conversation."""
         if conversation_ref == LATEST_CONVERSATION:
             session = await self._edge.resolve(request)
-            await session.open_latest_conversation()
+            await session.agent.open_latest(session.principal)
         else:
             session = await self._session_for(request, conversation_ref)
-        messages = (await session.memory.load()).messages
+        messages = (await session.conversation.load()).messages
         tab_only = self._edge.tab_only(request)
         notice = gr.Markdown(TAB_ONLY_NOTICE, visible=True) if tab_only else gr.Markdown(visible=False)
-        return render_transcript(messages), session.memory.conversation_id, notice
+        return render_transcript(messages), session.conversation.conversation_id, notice
 
     async def respond(self, message: str, conversation_ref: str, request: gr.Request):
         """Chat submit from the page: yields (whole chat, conversation reference)."""
         session = await self._session_for(request, conversation_ref)
-        ref = session.memory.conversation_id
         text = clean_message(message)
-        history = render_transcript((await session.memory.load()).messages)
+        history = render_transcript((await session.conversation.load()).messages)
         refusal = self._refusal(session, request, text)
         if refusal:
-            yield history + [gr.ChatMessage(role="assistant", content=refusal)], ref
+            yield history + [gr.ChatMessage(role="assistant", content=refusal)], session.conversation.conversation_id
             return
         shown = history + [gr.ChatMessage(role="user", content=text)]
-        yield shown, ref
+        yield shown, session.conversation.conversation_id
         async with aclosing(self._run_turn(session, text)) as views:
             async for view in views:
-                yield shown + view.messages, gr.skip()
+                yield shown + view.messages, session.conversation.conversation_id
 
     async def retry(self, conversation_ref: str, request: gr.Request):
         """Retry: forget the last turn, in memory as on screen, and answer its message again."""
         session = await self._session_for(request, conversation_ref)
-        async with session.turn_lock:
-            text = await session.memory.drop_last_turn()
+        async with self._locked_conversation(session) as conversation:
+            text = await conversation.drop_last_turn()
         if not text:
-            yield render_transcript((await session.memory.load()).messages), session.memory.conversation_id
+            yield render_transcript((await session.conversation.load()).messages), session.conversation.conversation_id
             return
-        async for update in self.respond(text, session.memory.conversation_id, request):
+        async for update in self.respond(text, session.conversation.conversation_id, request):
             yield update
 
     async def undo(self, conversation_ref: str, request: gr.Request):
         """Undo: forget the last turn and put its message back in the textbox."""
         session = await self._session_for(request, conversation_ref)
-        async with session.turn_lock:
-            text = await session.memory.drop_last_turn()
-            history = render_transcript((await session.memory.load()).messages)
+        async with self._locked_conversation(session) as conversation:
+            text = await conversation.drop_last_turn()
+            history = render_transcript((await conversation.load()).messages)
         return history, text or ""
 
     async def clear(self, request: gr.Request):
         """Clear (and New chat): start a new, empty conversation; earlier ones stay in the list."""
         session = await self._edge.resolve(request)
-        async with session.turn_lock:
-            session.start_new_conversation()
-        return [], session.memory.conversation_id
+        return [], session.agent.start_new(session.principal).conversation_id
 
     async def unload(self, request: gr.Request):
         """The tab closed: release its live objects early. Stored conversations are untouched."""
@@ -204,3 +219,51 @@ class ChatHandlers:
                 yield sent
         if sent is None:
             yield ""
+
+
+_DONE = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+async def until_cancelled(events: AsyncIterator, handle: TurnHandle) -> AsyncIterator:
+    """``events`` until ``handle`` is cancelled: Stop ends the turn at once, even while the model is silent.
+
+    The stream is consumed in one task of its own (LangGraph keeps per-run context in that task) and
+    handed over through a queue; cancelling the handle cancels that task.
+    """
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    queue.put_nowait(event)
+        except Exception as error:  # handed to the consumer, which raises it in the turn
+            queue.put_nowait(_Failed(error))
+        finally:
+            queue.put_nowait(_DONE)
+
+    producer = asyncio.create_task(pump())
+    stopped = asyncio.create_task(handle.wait())
+    try:
+        while True:
+            getting = asyncio.create_task(queue.get())
+            done, _ = await asyncio.wait({getting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if getting not in done:
+                getting.cancel()
+                return
+            item = getting.result()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stopped.cancel()
+        if not producer.done():
+            producer.cancel()
+        await asyncio.gather(producer, return_exceptions=True)

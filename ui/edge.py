@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
-
 import gradio as gr
 
 from memory.registry import SessionRegistry
@@ -26,35 +24,36 @@ def client_host(request) -> str:
 class SessionEdge:
     """Resolves the caller's session. Holds references to shared services only."""
 
-    def __init__(self, registry: SessionRegistry, credentials: OwnerCredentials,
-                 on_first_request: Callable[[], Awaitable[None]] | None = None):
+    def __init__(self, registry: SessionRegistry, credentials: OwnerCredentials, on_first_request=None):
         self.registry = registry
         self.credentials = credentials
         self._on_first_request = on_first_request
 
     async def resolve(self, request: gr.Request | None) -> Session:
         """The caller's session: by session_hash, only for the owner it is bound to, rehydrated from the
-        store if it was evicted. Refuses (never defaults) when the hash or the owner cookie is missing."""
+        store if it was evicted. Refuses (never defaults) when the hash or the owner is missing."""
         session_hash = getattr(request, "session_hash", None) if request is not None else None
         if not session_hash:
             raise gr.Error(NO_SESSION_MESSAGE, print_exception=False)
         caller = caller_of(request)
         if caller is None or caller.owner is None:
             raise gr.Error(NO_COOKIE_MESSAGE, print_exception=False)
-        owner = caller.owner
         if self._on_first_request is not None:
             await self._on_first_request()
         username = getattr(request, "username", None)
-        session = self.registry.get_or_create(session_hash, owner, username)
-        session.principal = session.principal or self.credentials.principal(owner, username)
-        await session.rehydrate()
+        session = self.registry.get_or_create(session_hash, caller.owner, username)
+        session.principal = session.principal or self.credentials.principal(caller.owner, username)
+        await session.agent.rehydrate(session.principal, session.fingerprint)
         return session
 
     def existing(self, request: gr.Request | None) -> Session | None:
+        """The caller's live session, if there is one and it is theirs; never creates one."""
         session_hash = getattr(request, "session_hash", None) if request is not None else None
         caller = caller_of(request)
         session = self.registry.peek(session_hash) if session_hash else None
-        return session if session is not None and caller and caller.owner and session.owner == caller.owner else None
+        if session is None or caller is None:
+            return None
+        return session if session.may_be_used_by(caller.owner, getattr(request, "username", None)) else None
 
     @staticmethod
     def tab_only(request: gr.Request | None) -> bool:

@@ -108,18 +108,22 @@ def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: P
             conversations.refresh, None, [conversation_list], **HIDDEN).then(privacy.keeps, None, [keeps], **HIDDEN)
         demo.unload(chat.unload)
 
-        # Public API (stable contract): /chat, /conversations, /resume.
+        # Public API (stable contract): /chat, /conversations, /resume, /delete_all.
         with gr.Row(visible=False):
             api_message = gr.Textbox(label="message")
             api_reply = gr.Textbox(label="reply")
             api_conversation = gr.Textbox(label="conversation_id")
             api_list = gr.JSON(label="conversations")
             api_messages = gr.JSON(label="messages")
-            api_chat, api_conversations, api_resume = gr.Button(), gr.Button(), gr.Button()
+            api_deleted = gr.Textbox(label="result")
+            api_chat, api_conversations, api_resume, api_delete_all = gr.Button(), gr.Button(), gr.Button(), gr.Button()
         api_chat.click(chat.api_chat, [api_message], [api_reply], api_name="chat", concurrency_limit=limit,
                        api_description="Send one message; streams the reply text.")
         api_conversations.click(conversations.api_conversations, None, [api_list], api_name="conversations",
                                 api_description="This owner's conversations, newest first.")
         api_resume.click(conversations.api_resume, [api_conversation], [api_messages], api_name="resume",
                          api_description="Continue one of your conversations in this session; returns its messages.")
+        api_delete_all.click(privacy.api_delete_all, None, [api_deleted], api_name="delete_all",
+                             api_description="Delete all of your conversations, messages and carts; running "
+                                             "turns are stopped. Returns what was deleted.")
     return demo

@@ -46,8 +46,10 @@ class PrivacyHandlers:
 
     async def _collect(self, session) -> list[dict]:
         conversations = []
-        for record in await self._manager.store.list_for_owner(session.principal):
-            transcript = await self._manager.entry(record.id).load()
+        for record in await self._manager.conversations(session.principal):
+            entry = self._manager.entry(record.id, session.principal)
+            async with entry.lock:  # a consistent snapshot: no turn is half-written into it
+                transcript = await entry.load()
             conversations.append({
                 "id": record.id, "title": record.title, "created_at": _iso(record.created_at),
                 "updated_at": _iso(record.updated_at),
@@ -117,10 +119,16 @@ class PrivacyHandlers:
         return "\n".join(out)
 
     async def delete_all(self, request: gr.Request):
-        """Delete every stored conversation of this owner (and nothing of anyone else's)."""
+        """Delete every conversation of this owner, stored or live in any tab (and nothing of anyone
+        else's); turns running in them are stopped and write nothing."""
         session = await self._edge.resolve(request)
-        async with session.turn_lock:
-            count = await self._manager.store.delete_owner(session.principal)
-            session.start_new_conversation()
+        count = await self._manager.delete_owner(session.principal)
         gr.Info(DELETED_MESSAGE.format(n=count))
-        return [], session.memory.conversation_id
+        return [], session.agent.start_new(session.principal).conversation_id
+
+    async def api_delete_all(self, request: gr.Request) -> str:
+        """``/delete_all``: the same, for API clients; returns the sentence the page shows."""
+        session = await self._edge.resolve(request)
+        count = await self._manager.delete_owner(session.principal)
+        session.agent.start_new(session.principal)
+        return DELETED_MESSAGE.format(n=count)

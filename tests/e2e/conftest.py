@@ -123,9 +123,12 @@ def run_on_app_loop(app, coro, timeout: float = 30):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    """One chromium per test module. Not per session: while playwright's sync API is running it leaves
-    an event loop marked running in this thread, which would break ``asyncio.run`` in later tests."""
+def chromium_launcher() -> Iterator[Callable[..., object]]:
+    """Factory: ``chromium_launcher(extra_args=())`` returns a headless Debian chromium started with
+    ``CHROMIUM_ARGS`` plus ``extra_args`` (e.g. ``("--test-third-party-cookie-phaseout",)``); one per
+    distinct set of args, shared by the module's tests, all closed at the end of the module. It holds the
+    module's one playwright driver (``chromium_launcher.playwright``, e.g. for a persistent context with
+    its own browser preferences), which ``browser`` shares."""
     _require_chromium()
     if sync_playwright is None:
         if IN_CI:
@@ -133,9 +136,26 @@ def browser():
         pytest.skip("the playwright python package is not installed (pip install playwright)")
     expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+        launched: dict[tuple[str, ...], object] = {}
+
+        def launch(extra_args=()):
+            key = tuple(extra_args)
+            if key not in launched:
+                launched[key] = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                   args=[*CHROMIUM_ARGS, *key])
+            return launched[key]
+
+        launch.playwright = pw
+        yield launch
+        for chromium in launched.values():
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_launcher):
+    """One chromium per test module. Not per session: while playwright's sync API is running it leaves
+    an event loop marked running in this thread, which would break ``asyncio.run`` in later tests."""
+    return chromium_launcher()
 
 
 class ChatPage:
@@ -176,7 +196,7 @@ class ChatPage:
         """This tab's server-side conversation (a Transcript), loaded like the app does."""
         session = self.session()
         assert session is not None, "the server has no session for this tab"
-        return run_on_app_loop(self.app, session.memory.load())
+        return run_on_app_loop(self.app, session.conversation.load())
 
     def wait_server(self, predicate: Callable[[], bool], what: str,
                     timeout: float = TIMEOUT_MS / 1000) -> None:

@@ -191,7 +191,7 @@ def test_stop_keeps_the_partial_answer_and_memory_agrees(launch_app, open_chat):
     expect(chat.stop_button, "Stop did not end the stream").to_have_count(0, timeout=5000)
     chat.wait_idle()
     session = chat.session()
-    chat.wait_server(lambda: not session.turn_lock.locked(), "the stopped turn to be settled")
+    chat.wait_server(lambda: not session.conversation.lock.locked(), "the stopped turn to be settled")
     partial = chat.last_bot_text()
     chat.page.wait_for_timeout(1000)
     assert chat.last_bot_text() == partial, "the answer kept growing after Stop"
