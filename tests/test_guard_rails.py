@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from gradio_compat import queue_max_size
+
 ROOT = Path(__file__).resolve().parent.parent
 APP_FILES = sorted(p for p in ROOT.rglob("*.py")
                    if not {"tests", "bench", ".venv", "data"} & set(p.relative_to(ROOT).parts))
@@ -100,5 +102,5 @@ def test_chat_is_not_limited_to_one_user_at_a_time(make_settings, setting):
     assert getattr(app.settings, setting) > 1
     chat = [fn for fn in app.demo.fns.values() if fn.api_name == "chat"]
     assert chat and chat[0].concurrency_limit == app.settings.gradio_event_limit > app.settings.concurrency_limit > 1
-    assert app.demo._queue.max_size == app.settings.gradio_event_limit
+    assert queue_max_size(app.demo) == app.settings.gradio_event_limit
     assert app.settings.max_threads >= app.settings.concurrency_limit

@@ -19,6 +19,8 @@ from typing import Callable, Iterator
 
 import pytest
 
+from gradio_compat import server_loop
+
 try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # reported by the ``browser`` fixture: a skip locally, a failure in CI
@@ -115,11 +117,11 @@ def run_on_app_loop(app, coro, timeout: float = 30):
     Async stores (aiosqlite, psycopg) are bound to that loop, so server memory is read there rather than
     from a loop of the test's own. The loop is found through the uvicorn server Gradio started.
     """
-    servers = getattr(getattr(app.demo, "server", None), "servers", None) or []
-    if not servers:
+    loop = server_loop(app.demo)
+    if loop is None:
         coro.close()
-        raise RuntimeError("cannot find the app's event loop (demo.server.servers is empty)")
-    return asyncio.run_coroutine_threadsafe(coro, servers[0].get_loop()).result(timeout)
+        raise RuntimeError("cannot find the app's event loop (is it launched?)")
+    return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,93 @@
+"""Each assumption ``gradio_compat.py`` makes about Gradio's internals, checked against the installed Gradio.
+
+A Gradio upgrade that adds a route, moves a session_hash or renames an internal fails here first, with
+the difference spelled out, before it can open a hole in the HTTP guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import gradio as gr
+
+import gradio_compat
+from gradio_compat import BODY_ROUTES, api_route, named_sessions, queue_max_size, server_loop
+
+# Every /gradio_api route of Gradio 6.31 as this app launches it (run_history off), and where it names a
+# session, if it does.
+SESSION_IN_PATH = {("GET", "/gradio_api/heartbeat/{session_hash}"),
+                   ("GET", "/gradio_api/stream/{session_hash}/{run}/{component_id}/playlist.m3u8"),
+                   ("GET", "/gradio_api/stream/{session_hash}/{run}/{component_id}/{segment_id}.{ext}"),
+                   ("GET", "/gradio_api/stream/{session_hash}/{run}/{component_id}/playlist-file")}
+SESSION_IN_QUERY = {("GET", "/gradio_api/queue/data")}
+SESSION_IN_BODY = {("POST", f"/gradio_api/{route}") for route in (
+    "queue/join", "cancel", "component_server", "component_server/", "api/{api_name}", "api/{api_name}/",
+    "run/{api_name}", "run/{api_name}/", "call/{api_name}", "call/{api_name}/", "call/v2/{api_name}",
+    "call/v2/{api_name}/")}
+EVENT_ID_IN_PATH = {("GET", "/gradio_api/call/{api_name}/{event_id}"),
+                    ("GET", "/gradio_api/call/v2/{api_name}/{event_id}"),
+                    ("POST", "/gradio_api/stream/{event_id}"), ("POST", "/gradio_api/stream/{event_id}/close")}
+NO_SESSION = {(m, f"/gradio_api/{p}") for m, p in (
+    ("GET", "token"), ("GET", "token/"), ("GET", "app_id"), ("GET", "app_id/"), ("GET", "dev/reload"),
+    ("GET", "runs"), ("GET", "runs/"), ("GET", "user"), ("GET", "user/"), ("GET", "login_check"),
+    ("GET", "login_check/"),
+    ("GET", "info"), ("GET", "info/"), ("GET", "openapi.json"),
+    ("GET", "custom_component/{id}/{environment}/{type}/{file_name}"), ("GET", "proxy={url_path:path}"),
+    ("HEAD", "proxy={url_path:path}"), ("GET", "file={path_or_url:path}"), ("HEAD", "file={path_or_url:path}"),
+    ("GET", "file/{path:path}"), ("POST", "reset"), ("POST", "reset/"), ("GET", "queue/status"),
+    ("GET", "upload_progress"), ("POST", "upload"), ("GET", "startup-events"), ("GET", "theme.css"),
+    ("POST", "process_recording"), ("POST", "vibe-edit"), ("POST", "vibe-edit/"), ("POST", "undo-vibe-edit"),
+    ("POST", "undo-vibe-edit/"), ("GET", "vibe-code"), ("GET", "vibe-code/"), ("POST", "vibe-code"),
+    ("POST", "vibe-code/"), ("POST", "vibe-starter-queries"), ("POST", "vibe-starter-queries/"),
+    ("GET", "deep_link"))}
+
+
+def _gradio_api_routes(app) -> set[tuple[str, str]]:
+    found = set()
+
+    def walk(routes):
+        for route in routes:
+            inner = getattr(route, "original_router", None)  # FastAPI include_router()
+            if inner is not None and inner is not route:
+                walk(inner.routes)
+            path = getattr(route, "path", "")
+            if path.startswith("/gradio_api/"):
+                found.update((method, path) for method in getattr(route, "methods", ()) or ())
+
+    walk(app.routes)
+    return found
+
+
+def test_the_installed_gradio_is_the_pinned_one():
+    assert gr.__version__ == gradio_compat.GRADIO_VERSION
+
+
+def test_every_gradio_api_route_is_known_and_classified(launch_app):
+    app, _ = launch_app()
+    routes = _gradio_api_routes(app.demo.app)
+    known = SESSION_IN_PATH | SESSION_IN_QUERY | SESSION_IN_BODY | EVENT_ID_IN_PATH | NO_SESSION
+    assert routes - known == set(), "new Gradio routes: decide whether they name a session (gradio_compat.py)"
+    assert known - routes == set(), "Gradio routes gone or moved: update gradio_compat.py and these sets"
+
+
+def test_named_sessions_finds_the_hash_wherever_a_route_carries_it():
+    def scope(method, query=b""):
+        return {"method": method, "query_string": query}
+
+    for method, path in SESSION_IN_PATH:
+        concrete = path.replace("{session_hash}", "HASH").replace("{", "").replace("}", "")
+        assert ("HASH", True) in named_sessions(scope(method), api_route(concrete), b""), path
+    assert named_sessions(scope("GET", b"session_hash=HASH"), "queue/data", b"") == [("HASH", True)]
+    for method, path in SESSION_IN_BODY:
+        route = api_route(path.replace("{api_name}", "chat"))
+        assert route.startswith(BODY_ROUTES), path
+        assert named_sessions(scope(method), route, b'{"session_hash": "HASH"}') == [("HASH", True)]
+    # GET call/<api>/<id>: Gradio reads the queue of a session named like the event id
+    assert named_sessions(scope("GET"), "call/chat/EVENT", b"") == [("EVENT", False)]
+
+
+def test_server_loop_and_queue_bound_are_reachable(launch_app):
+    app, _ = launch_app(queue_max=7)
+    loop = server_loop(app.demo)
+    assert isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running()
+    assert queue_max_size(app.demo) == app.settings.gradio_event_limit
