@@ -62,6 +62,7 @@ class ServerProcess:
             self.process.wait()
 
 
+@pytest.mark.timeout(300)  # two process starts, each bounded at 60 s: over the default 120 s on a loaded machine
 def test_restart_keeps_the_conversation_for_the_same_cookie(tmp_path):
     data = tmp_path / "data"
     server = ServerProcess(data)
