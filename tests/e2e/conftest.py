@@ -44,6 +44,7 @@ TOOL_GROUP = "#chatbot .thought-group"  # a message with metadata.title: a colla
 CLEAR = '#chatbot button[aria-label="Clear"]'
 RETRY = '#chatbot button[aria-label="Retry"]'
 UNDO = '#chatbot button[aria-label="Undo"]'
+NOTICE = "#notice"  # why a message was not sent, or what failed (above the message box)
 
 
 # Something is running for a tab while its textbox is disabled and shows a stop button (a turn, see
@@ -173,6 +174,7 @@ class ChatPage:
         self.bot_messages = page.locator(BOT_MSG)
         self.tool_bubbles = page.locator(TOOL_GROUP)
         self.chat_log = page.locator(CHAT_LOG)
+        self.notice = page.locator(NOTICE)
 
     @property
     def context(self):
