@@ -28,7 +28,7 @@ from memory.session import make_session_factory
 from memory.store import ConversationStore
 from security.http_guard import OwnerGuard
 from security.owner import OwnerCredentials, load_or_create_key
-from gradio_compat import server_loop
+from gradio_compat import forget_session_state, server_loop
 from settings import Settings
 from ui.chat_handler import ChatHandlers
 from ui.conversations import ConversationHandlers
@@ -53,10 +53,16 @@ class App:
     _stop_sweeper: threading.Event = field(default_factory=threading.Event)
 
     def launch(self, **overrides) -> None:
+        settings = self.settings
         guard = Middleware(OwnerGuard, credentials=self.credentials, registry=self.registry,
-                           allowed_origins=self.settings.allowed_origins, same_site=self.settings.cookie_same_site)
-        options = dict(max_threads=self.settings.max_threads, show_error=False, run_history=False,
-                       footer_links=["api", "gradio"], app_kwargs={"middleware": [guard]})
+                           allowed_origins=settings.allowed_origins, same_site=settings.cookie_same_site,
+                           new_sessions_per_address=settings.new_sessions_per_ip,
+                           new_sessions_per_owner=settings.new_sessions_per_owner, monitoring=settings.monitoring)
+        # Gradio's per-hash state lives exactly as long as the hash's binding (memory/bindings.py).
+        self.registry.forget_state = lambda session_hash: forget_session_state(self.demo, session_hash)
+        options = dict(max_threads=settings.max_threads, show_error=False, run_history=False,
+                       footer_links=["api", "gradio"], app_kwargs={"middleware": [guard]},
+                       state_session_capacity=self.registry.bindings.maxsize)
         options.update(overrides)
         self._start_session_sweeper()
         self.demo.launch(**options)

@@ -14,8 +14,10 @@ from urllib.parse import parse_qs
 GRADIO_VERSION = "6.31.0"  # the version these shapes were read from (requirements.txt pins it)
 
 API_PREFIX = "/gradio_api/"
-# POST routes whose JSON body may carry a session_hash
-BODY_ROUTES = ("queue/join", "call/", "run/", "api/", "cancel", "component_server")
+# POST routes whose JSON body may carry a session_hash or an event id
+BODY_ROUTES = ("queue/join", "call/", "run/", "api/", "cancel", "component_server", "reset", "stream/")
+# POST routes whose JSON answer carries the id of the event the request just created
+EVENT_CREATING_ROUTES = ("queue/join", "call/")
 
 
 def api_route(path: str) -> str | None:
@@ -35,8 +37,6 @@ def named_sessions(scope, route: str, body: bytes) -> list[tuple[str, bool]]:
         named.append((parts[1], True))
     elif parts[0] == "stream" and len(parts) > 2 and scope["method"] == "GET":
         named.append((parts[1], True))
-    elif parts[0] == "call" and len(parts) >= 3 and scope["method"] == "GET":
-        named.append((parts[-1], False))  # Gradio falls back to reading the queue of a hash named like this
     if body:
         try:
             payload = json.loads(body)
@@ -45,6 +45,55 @@ def named_sessions(scope, route: str, body: bytes) -> list[tuple[str, bool]]:
         if isinstance(payload, dict) and isinstance(payload.get("session_hash"), str):
             named.append((payload["session_hash"], True))
     return [(h, bind) for h, bind in named if h]
+
+
+def _json(body: bytes):
+    try:
+        payload = json.loads(body) if body else None
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def named_events(scope, route: str, body: bytes) -> list[str]:
+    """Event ids a request acts on: reading an event's results (``GET call/<api>/<id>``, also ``call/v2``),
+    feeding or closing a stream (``POST stream/<id>[/close]``), ``cancel`` and ``reset`` bodies."""
+    parts, method = route.rstrip("/").split("/"), scope["method"]
+    events = []
+    if parts[0] == "call" and method == "GET" and len(parts) >= 3:
+        events.append(parts[-1])
+    elif parts[0] == "stream" and method == "POST" and len(parts) >= 2:
+        events.append(parts[1])
+    elif parts[0] in ("cancel", "reset") and method == "POST":
+        payload = _json(body)
+        events.append(payload.get("event_id") if payload else None)
+        events = [e if isinstance(e, str) and e else "" for e in events]
+    return events
+
+
+def created_event(route: str, method: str, response_body: bytes) -> str | None:
+    """The event id in the answer to a request that creates one (``queue/join``, ``POST call/<api>``)."""
+    if method != "POST" or not route.startswith(EVENT_CREATING_ROUTES):
+        return None
+    payload = _json(response_body)
+    event_id = payload.get("event_id") if payload else None
+    return event_id if isinstance(event_id, str) else None
+
+
+def forget_session_state(demo, session_hash: str) -> None:
+    """Drop everything Gradio keeps for a session_hash (component values, ``gr.State``; delete callbacks run)."""
+    holder = getattr(demo, "state_holder", None)
+    if holder is None or session_hash not in holder:
+        return
+    holder.delete_state(session_hash)
+    with holder.lock:
+        holder.session_data.pop(session_hash, None)
+        holder.time_last_used.pop(session_hash, None)
+
+
+def holds_session_state(demo, session_hash: str) -> bool:
+    holder = getattr(demo, "state_holder", None)
+    return holder is not None and session_hash in holder
 
 
 def server_loop(demo):

@@ -23,6 +23,10 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(_float(env, name, default))
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def _origins(raw: str) -> frozenset[str]:
     origins = frozenset(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     for origin in origins:
@@ -50,6 +54,9 @@ class Settings:
     max_message_chars: int = 4000
     rate_limit_per_owner: int = 30
     rate_limit_per_ip: int = 300
+    new_sessions_per_ip: int = 120  # new session_hash bindings per minute per client address
+    new_sessions_per_owner: int = 60  # ... and per owner cookie
+    monitoring: bool = False  # Gradio's /monitoring dashboard
     # owner credential (partitioned where the browser allows it, see security/cookie_mode.py)
     cookie_same_site: str = "lax"  # only for the first-party fallback cookie (plain http, non-loopback)
     allowed_origins: frozenset[str] = frozenset()  # other sites whose pages may call this app's API
@@ -101,6 +108,10 @@ class Settings:
             max_message_chars=max(1, _int(env, "CMW_MAX_MESSAGE_CHARS", cls.max_message_chars)),
             rate_limit_per_owner=max(0, _int(env, "CMW_RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_owner)),
             rate_limit_per_ip=max(0, _int(env, "CMW_IP_RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_ip)),
+            new_sessions_per_ip=max(0, _int(env, "CMW_NEW_SESSIONS_PER_MINUTE", cls.new_sessions_per_ip)),
+            new_sessions_per_owner=max(0, _int(env, "CMW_NEW_SESSIONS_PER_OWNER_PER_MINUTE",
+                                               cls.new_sessions_per_owner)),
+            monitoring=_flag(env, "CMW_MONITORING"),
             cookie_same_site=same_site,
             allowed_origins=_origins(env.get("CMW_ALLOWED_ORIGINS", "")),
             secret_key=env.get("CMW_SECRET_KEY", "").strip() or None,
@@ -108,7 +119,7 @@ class Settings:
             database_url=env.get("DATABASE_URL", "").strip() or None,
             retention_days=max(0.0, _float(env, "CMW_RETENTION_DAYS", cls.retention_days)),
             retention_sweep_seconds=max(1.0, _float(env, "CMW_RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds)),
-            redact_pii=env.get("CMW_REDACT_PII", "").strip().lower() in {"1", "true", "yes", "on"},
+            redact_pii=_flag(env, "CMW_REDACT_PII"),
         )
 
     def replace(self, **changes) -> "Settings":

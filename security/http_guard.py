@@ -28,16 +28,24 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 
-from gradio_compat import BODY_ROUTES, api_route, named_sessions
+from gradio_compat import (BODY_ROUTES, EVENT_CREATING_ROUTES, api_route, created_event, named_events,
+                           named_sessions)
+from memory.bindings import Bound
 from memory.registry import SessionRegistry
 from security.caller import SCOPE_KEY, Caller
 from security.cookie_mode import cookie_mode
 from security.cookies import CookieHeaderTooLarge, cookie_pairs
 from security.owner import OwnerCredentials
+from security.rate_limit import RateLimiter
 
 log = logging.getLogger("cmw.http_guard")
 
-MAX_BODY_BYTES = 1_000_000
+MAX_BODY_BYTES = 64_000  # a chat message is at most CMW_MAX_MESSAGE_CHARS; nothing else here is large
+NOT_FOUND = b'{"detail": "Not Found"}'
+NO_UPLOADS = b'{"detail": "This app takes no file uploads."}'
+TOO_MANY_SESSIONS = b'{"detail": "Too many new sessions from your address. Please wait %d seconds and try again."}'
+SESSIONS_FULL = (b'{"detail": "The app is serving as many sessions as it can right now. Please try again in a '
+                 b'few minutes."}')
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 FORBIDDEN = b'{"detail": "This session belongs to someone else. Reload the page to start your own."}'
 CROSS_SITE = (b'{"detail": "Requests from other websites are not accepted. Open the app itself, or ask its '
@@ -86,22 +94,25 @@ def may_mint(scope, headers: Headers, names_session: bool, partitioned: bool) ->
 
 class OwnerGuard:
     def __init__(self, app, *, credentials: OwnerCredentials, registry: SessionRegistry,
-                 allowed_origins: frozenset[str] = frozenset(), same_site: str = "lax"):
+                 allowed_origins: frozenset[str] = frozenset(), same_site: str = "lax",
+                 new_sessions_per_address: int = 0, new_sessions_per_owner: int = 0, monitoring: bool = False):
         self.app = app
         self.credentials = credentials
         self.registry = registry
         self.allowed_origins = frozenset(allowed_origins)
         self.same_site = same_site
+        self.monitoring = monitoring
+        self._new_per_address = RateLimiter(new_sessions_per_address)
+        self._new_per_owner = RateLimiter(new_sessions_per_owner)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
         route = api_route(scope["path"])
-        if (route is not None or scope["method"] not in _SAFE_METHODS) and is_cross_site(headers, self.allowed_origins):
-            log.warning("refused a cross-site %s request (Sec-Fetch-Site=%r)", scope["method"],
-                        headers.get("sec-fetch-site"))
-            return await _respond(send, 403, CROSS_SITE)
+        closed = self._closed_door(scope, headers, route)
+        if closed is not None:
+            return await _respond(send, *closed)
         mode = cookie_mode(scope)
         try:
             tokens = [value for name, value in cookie_pairs(scope.get("headers", [])) if name == mode.name]
@@ -112,17 +123,14 @@ class OwnerGuard:
             return await _respond(send, 400, DUPLICATE_COOKIES)
         owner = self.credentials.owner_of(tokens[0]) if tokens else None
 
-        body = b""
-        named: list[tuple[str, bool]] = []
+        body, named, events = b"", [], []
         if route is not None:
-            if route.startswith("deep_link"):
-                return await _respond(send, 404, b'{"detail": "Not Found"}')
             if scope["method"] == "POST" and route.startswith(BODY_ROUTES):
                 body, too_large = await _read_body(receive)
                 if too_large:
                     return await _respond(send, 413, b'{"detail": "Request too large."}')
                 receive = _replay(body)
-            named = named_sessions(scope, route, body)
+            named, events = named_sessions(scope, route, body), named_events(scope, route, body)
 
         set_cookie = None
         if owner is None and may_mint(scope, headers, bool(named), mode.partitioned):
@@ -133,29 +141,92 @@ class OwnerGuard:
         if owner is None and named and not tokens and "sec-fetch-site" in headers:
             # A browser that keeps no cookie at all: the tab's own session, ending with the tab.
             caller = Caller(self.credentials.tab_owner(named[0][0]), tab_only=True)
-        for session_hash, may_bind in named:
-            if caller.owner is None or not self._allowed(session_hash, caller.owner, may_bind):
-                log.warning("refused %s for session %s: not its owner", route.split("/")[0],
-                            self.credentials.fingerprint(session_hash))
-                return await _respond(send, 403, FORBIDDEN, set_cookie)
+        refusal = self._refusal(scope, route, caller, named, events)
+        if refusal is not None:
+            return await _respond(send, *refusal, set_cookie)
         scope = {**scope, "state": {**scope.get("state", {}), SCOPE_KEY: caller}}
+        send = self._wrap_send(send, set_cookie, route, scope["method"], caller.owner)
+        if route == "queue/data" and named:  # an open stream keeps its binding alive
+            self.registry.bindings.stream_opened(named[0][0])
+            try:
+                return await self.app(scope, receive, send)
+            finally:
+                self.registry.bindings.stream_closed(named[0][0])
+        return await self.app(scope, receive, send)
 
-        if set_cookie is None:
-            return await self.app(scope, receive, send)
+    def _closed_door(self, scope, headers: Headers, route: str | None) -> tuple[int, bytes] | None:
+        """Requests refused whoever sends them: cross-site, closed Gradio features."""
+        if (route is not None or scope["method"] not in _SAFE_METHODS) and is_cross_site(headers, self.allowed_origins):
+            log.warning("refused a cross-site %s request (Sec-Fetch-Site=%s)", scope["method"],
+                        printable(headers.get("sec-fetch-site", "")))
+            return 403, CROSS_SITE
+        if route is not None and route.startswith("deep_link"):
+            return 404, NOT_FOUND
+        if route is not None and route.startswith(("upload", "upload_progress")):
+            return 403, NO_UPLOADS
+        if scope["path"].startswith("/monitoring") and not self.monitoring:
+            return 404, NOT_FOUND
+        return None
 
-        async def send_with_cookie(message):
-            if message["type"] == "http.response.start":
+    def _refusal(self, scope, route, caller: Caller, named, events) -> tuple[int, bytes] | None:
+        """Why this caller may not act on the sessions and events it names, or None."""
+        for event_id in events:
+            if caller.owner is None or self.registry.events.owner_of(event_id) != caller.owner:
+                log.warning("refused %s for an event that is not the caller's", printable(route.split("/")[0]))
+                return 403, FORBIDDEN
+        for session_hash, may_bind in named:
+            bound_to = self.registry.bindings.owner_of(session_hash)
+            if caller.owner is None or (bound_to is not None and bound_to != caller.owner):
+                log.warning("refused %s for session %s: not its owner", printable(route.split("/")[0]),
+                            self.credentials.fingerprint(session_hash))
+                return 403, FORBIDDEN
+            if bound_to is None:
+                if not may_bind:
+                    return 403, FORBIDDEN
+                wait = (self._new_per_address.wait_seconds(self.credentials.fingerprint(_client(scope)))
+                        or self._new_per_owner.wait_seconds(caller.owner))
+                if wait:
+                    log.warning("refused a new session: too many from one address or owner")
+                    return 429, TOO_MANY_SESSIONS % wait
+            verdict = self.registry.bind(session_hash, caller.owner)
+            if verdict is Bound.FULL:
+                log.warning("refused a new session: the session table is full")
+                return 503, SESSIONS_FULL
+            if verdict is not Bound.YES:
+                return 403, FORBIDDEN
+        return None
+
+    def _wrap_send(self, send, set_cookie: str | None, route: str | None, method: str, owner: str | None):
+        """Add the new cookie to the response; note who created the event an answer names."""
+        records_event = route is not None and owner is not None and method == "POST" and route.startswith(
+            EVENT_CREATING_ROUTES)
+        if set_cookie is None and not records_event:
+            return send
+        answer = bytearray()
+
+        async def wrapped(message):
+            if message["type"] == "http.response.start" and set_cookie:
                 message = {**message, "headers": [*message.get("headers", []),
                                                   (b"set-cookie", set_cookie.encode("latin-1"))]}
+            elif message["type"] == "http.response.body" and records_event and len(answer) < 4096:
+                answer.extend(message.get("body", b""))
+                if not message.get("more_body"):
+                    event_id = created_event(route, method, bytes(answer))
+                    if event_id:  # recorded before the client can learn the id
+                        self.registry.events.record(event_id, owner)
             await send(message)
 
-        return await self.app(scope, receive, send_with_cookie)
+        return wrapped
 
-    def _allowed(self, session_hash: str, owner: str, may_bind: bool) -> bool:
-        if may_bind:
-            return self.registry.bind(session_hash, owner)
-        session = self.registry.peek(session_hash)
-        return session is None or session.may_be_used_by(owner, None)
+
+def _client(scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
+def printable(text: str, limit: int = 120) -> str:
+    """Text from a request made safe for one log line: control characters escaped, length bounded."""
+    return text[:limit].encode("unicode_escape").decode("ascii")
 
 
 async def _read_body(receive) -> tuple[bytes, bool]:

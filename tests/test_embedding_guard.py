@@ -177,7 +177,7 @@ def test_cross_site_requests_to_the_api_are_refused(guarded, headers):
                         cookies=[(COOKIE_NAME, victim)], json=body)
         assert response.status_code == 403 and response.content == CROSS_SITE
         assert "set-cookie" not in response.headers  # never minted or replaced
-    assert recorder.callers == [] and registry.peek("victim-tab") is None
+    assert recorder.callers == [] and registry.bindings.owner_of("victim-tab") is None
 
 
 def test_same_origin_frames_allowed_partners_and_non_browsers_pass(guarded):
@@ -223,7 +223,7 @@ def test_a_cookieless_browser_tab_gets_a_tab_only_session_and_cannot_take_a_boun
     steal = call("POST", "/gradio_api/queue/join", headers=BROWSER_SAME_ORIGIN,
                  cookies=[(PARTITIONED_COOKIE_NAME, token)], json=join_body("own-tab"))
     assert steal.status_code == 403
-    assert registry.peek("cookie-tab").owner == credentials.owner_of(token)
+    assert registry.bindings.owner_of("cookie-tab") == credentials.owner_of(token)
 
 
 # -- the real app, attacked from a sibling subdomain and by a cross-site form ----------------------

@@ -11,7 +11,8 @@ import asyncio
 import gradio as gr
 
 import gradio_compat
-from gradio_compat import BODY_ROUTES, api_route, named_sessions, queue_max_size, server_loop
+from gradio_compat import (BODY_ROUTES, api_route, created_event, named_events, named_sessions, queue_max_size,
+                           server_loop)
 
 # Every /gradio_api route of Gradio 6.31 as this app launches it (run_history off), and where it names a
 # session, if it does.
@@ -82,8 +83,23 @@ def test_named_sessions_finds_the_hash_wherever_a_route_carries_it():
         route = api_route(path.replace("{api_name}", "chat"))
         assert route.startswith(BODY_ROUTES), path
         assert named_sessions(scope(method), route, b'{"session_hash": "HASH"}') == [("HASH", True)]
-    # GET call/<api>/<id>: Gradio reads the queue of a session named like the event id
-    assert named_sessions(scope("GET"), "call/chat/EVENT", b"") == [("EVENT", False)]
+
+def test_named_events_finds_the_event_id_wherever_a_route_carries_it():
+    def scope(method):
+        return {"method": method, "query_string": b""}
+
+    for method, path in EVENT_ID_IN_PATH:
+        route = api_route(path.replace("{api_name}", "chat").replace("{event_id}", "EVENT"))
+        assert named_events(scope(method), route, b"") == ["EVENT"], path
+    for route in ("cancel", "reset"):
+        assert named_events(scope("POST"), route, b'{"event_id": "EVENT", "session_hash": "H"}') == ["EVENT"]
+        assert named_events(scope("POST"), route, b"{}") == [""]  # no id: matches no event, refused
+    assert named_events(scope("GET"), "call/chat/EVENT", b"") == ["EVENT"]
+    # GET call/<api>/<id> once fell back to a session named like the id: it names no session now
+    assert named_sessions(scope("GET"), "call/chat/EVENT", b"") == []
+    assert created_event("queue/join", "POST", b'{"event_id": "E1"}') == "E1"
+    assert created_event("call/chat", "POST", b'{"event_id": "E2"}') == "E2"
+    assert created_event("queue/data", "GET", b'{"event_id": "E3"}') is None
 
 
 def test_server_loop_and_queue_bound_are_reachable(launch_app):

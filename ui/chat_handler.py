@@ -201,7 +201,7 @@ class ChatHandlers:
         """The tab closed: release its live objects early. Stored conversations are untouched."""
         session = self._edge.existing(request)
         if session is not None:
-            self._edge.registry.discard(request.session_hash)
+            self._edge.registry.close(request.session_hash)
 
     # -- public API: /chat -----------------------------------------------------------------
     async def api_chat(self, message: str, request: gr.Request):
