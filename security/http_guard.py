@@ -186,7 +186,7 @@ class OwnerGuard:
                 wait = (self._new_per_address.wait_seconds(self.credentials.fingerprint(_client(scope)))
                         or self._new_per_owner.wait_seconds(caller.owner))
                 if wait:
-                    log.warning("refused a new session: too many from one address or owner")
+                    log.debug("refused a new session: too many from one address or owner")
                     return 429, TOO_MANY_SESSIONS % wait
             verdict = self.registry.bind(session_hash, caller.owner)
             if verdict is Bound.FULL:
