@@ -11,8 +11,10 @@ import argparse
 import asyncio
 import logging
 import os
+import sqlite3
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 
@@ -102,8 +104,50 @@ def pii_middleware(settings: Settings) -> list:
                           apply_to_tool_results=True) for kind in ("email", "credit_card", "ip")]
 
 
+def _writable(folder: Path) -> None:
+    """Exit with one sentence when ``folder`` (the server key's and SQLite's home) cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".cmw-write-check-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise SystemExit(f"The data directory {folder.resolve()} is not writable ({error.strerror or error}): set "
+                         "CMW_DATA_DIR to a writable folder (on a Hugging Face Space, enable persistent storage "
+                         "and use /data), or make this one writable.") from None
+
+
+def check_storage(settings: Settings) -> None:
+    """Before serving: the data directory can be written (server key, SQLite) and the store opens, so a
+    broken setup stops here with one sentence naming the path and the fix, not on every click later."""
+    if not settings.database_url or not settings.secret_key:
+        _writable(settings.data_dir)
+    if settings.database_url:
+        import psycopg
+
+        try:
+            psycopg.connect(settings.database_url, connect_timeout=10).close()
+        except psycopg.Error as error:
+            raise SystemExit(f"The PostgreSQL database in DATABASE_URL cannot be opened ({' '.join(str(error).split())}): "
+                             "check the URL and that the server is running, or unset DATABASE_URL to use "
+                             f"SQLite in {settings.data_dir.resolve()}.") from None
+        return
+    path = settings.data_dir / "cmw.sqlite"
+    try:
+        conn = sqlite3.connect(path, timeout=10)
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # takes the write lock: proves the file can be written
+            conn.rollback()
+        finally:
+            conn.close()
+    except sqlite3.Error as error:
+        raise SystemExit(f"The database {path.resolve()} cannot be opened for writing ({error}): remove or "
+                         "repair the file, or set CMW_DATA_DIR to another writable folder.") from None
+
+
 def build_app(settings: Settings | None = None) -> App:
     settings = settings or Settings.from_env()
+    check_storage(settings)
     # Gradio rebuilds a pandas summary of its last 10,000 events after *every* event (read only by
     # /monitoring); measured at 36% of the app's CPU after ~6,000 events (bench/README.md). Rebuild it
     # every 1,000 events instead, unless the operator chose otherwise. Read when the queue is created.
@@ -138,10 +182,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=os.environ.get("CMW_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpcore"):  # one INFO line per HTTP request (model calls, Gradio's own checks)
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     args = parse_args(argv)
     app = build_app()
     log.info("model: %s", app.model_label)
-    app.launch(server_name=args.host, server_port=args.port, share=args.share)
+    # quiet: Gradio's own banner ends with "set `share=True` in `launch()`", which is wrong for this app.
+    app.launch(server_name=args.host, server_port=args.port, share=args.share, quiet=True,
+               prevent_thread_lock=True)
+    log.info("serving on %s%s", app.demo.local_url,
+             f" and {app.demo.share_url}" if app.demo.share_url else " (python app_ng.py --share adds a public link)")
+    try:
+        app.demo.block_thread()
+    finally:
+        app.close()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,12 @@
 Every handler takes ``request: gr.Request`` and resolves the session once through :class:`SessionEdge`.
 A request without a ``session_hash`` (a direct API run, cached examples) is refused before anything
 else happens. Holds references to shared services only.
+
+The page's submit is one event: the message text goes from the textbox straight into :meth:`respond`
+(no ``gr.State`` holds it) and is checked (empty, length, rate) before anything else. A refusal is a
+notice above the message box; the chat and memory are untouched and the text stays in the box. Every
+path ends with the box back on Send, and with Gradio's stored copy of the box's value reset (an update
+without a value leaves the text on screen but replaces the server's copy with an empty one).
 """
 
 from __future__ import annotations
@@ -24,17 +30,32 @@ from security.admission import Admission, Busy
 from security.rate_limit import RateLimiter, rate_limit_message
 from settings import Settings
 from ui.edge import SessionEdge, client_host
+from ui.failures import SOMETHING_FAILED, failure_message, told_to_the_person
 from ui.input_guard import clean_message, refusal_for
-from ui.render import TurnView, render_transcript
+from ui.render import TurnView, render_transcript, user_message
 
 log = logging.getLogger("cmw.chat")
-
-ERROR_MESSAGE = "Sorry, something went wrong while answering. Please try again."
 # What a tab asks for when it cannot remember its conversation (storage denied in a cross-site frame).
 LATEST_CONVERSATION = "@latest"
-TAB_ONLY_NOTICE = ("⚠️ Your browser keeps no cookies for this site, so this chat lives only in this tab: it stays "
+TAB_ONLY_NOTICE = ("Your browser keeps no cookies for this site, so this chat lives only in this tab: it stays "
                    "private, but it is gone when you close or reload the tab - allow cookies for this site (or "
                    "open the app in its own tab) to keep your conversations.")
+
+
+def ready_box() -> gr.Textbox:
+    """The message box ready for the next message. No value: the text on screen stays as it is, and
+    Gradio's per-session copy of the box's value is replaced by an empty one."""
+    return gr.Textbox(interactive=True, submit_btn=True, stop_btn=False)
+
+
+def busy_box() -> gr.Textbox:
+    """The message box while a turn runs: emptied (the text is in the chat), Stop instead of Send."""
+    return gr.Textbox(value="", interactive=False, submit_btn=False, stop_btn=True)
+
+
+def notice(text: str | None) -> gr.Markdown:
+    """The line above the message box: why a message was not sent, or what failed. Hidden when None."""
+    return gr.Markdown(value=text, visible=True) if text else gr.Markdown(value="", visible=False)
 
 
 class ChatHandlers:
@@ -55,9 +76,10 @@ class ChatHandlers:
 
     def _refusal(self, session: Session, request, text: str) -> str | None:
         """Why this message is not run (empty, too long, too fast), or None. Nothing refused is stored."""
-        refusal = refusal_for(text, max_chars=self._settings.max_message_chars)
-        if refusal:
-            return refusal
+        return refusal_for(text, max_chars=self._settings.max_message_chars) or self._rate_refusal(session, request)
+
+    def _rate_refusal(self, session: Session, request) -> str | None:
+        """Too many messages from this owner or this address: the sentence to show; else the message counts."""
         wait = self._owner_limit.wait_seconds(session.principal)
         if wait:
             return rate_limit_message(self._owner_limit.limit, wait)
@@ -80,8 +102,8 @@ class ChatHandlers:
                 async with aclosing(self._locked_turn(session, text, view, handle)) as updates:
                     async for update in updates:
                         yield update
-        except Busy as busy:
-            view.apply(TextDelta(str(busy)))
+        except Busy as busy:  # nothing was stored: the message is refused like any other
+            view.refusal = str(busy)
             yield view
         finally:
             session.end_turn(handle)
@@ -103,7 +125,7 @@ class ChatHandlers:
             if not await self._manager.record_turn(conversation, session.principal, session.fingerprint, text):
                 log.warning("session %s: refused a turn on a conversation it does not own", session.fingerprint)
                 session.agent.start_new(session.principal)
-                view.apply_error(ERROR_MESSAGE)
+                view.apply_failure(SOMETHING_FAILED)
                 yield view
                 return
             session.touch()
@@ -124,13 +146,14 @@ class ChatHandlers:
                         yield view
                 if handle.cancelled:  # Stop, or the conversation was deleted
                     await conversation.settle_interrupted_turn(text, message_id, view.answer)
+                    view.mark_stopped()
                     log.info("session %s: turn stopped after %d chars", session.fingerprint, len(view.answer))
                 settled = True
-            except Exception:
+            except Exception as error:  # the model failed: memory keeps what was shown, marked as stopped
                 log.exception("session %s: turn failed", session.fingerprint)
-                view.apply_error(ERROR_MESSAGE)
-                await conversation.settle_interrupted_turn(text, message_id, view.answer)
                 settled = True
+                await conversation.settle_interrupted_turn(text, message_id, view.answer)
+                view.apply_failure(failure_message(error))
             finally:
                 conversation.running = None
                 if not settled:  # cancelled, or closed from outside (tab closed, Gradio dropped the run)
@@ -148,77 +171,126 @@ class ChatHandlers:
     async def load(self, conversation_ref: str, request: gr.Request):
         """Page load (and reload): show the conversation this tab was showing, if it is this owner's; a tab
         that cannot remember it (a cross-site frame) continues this owner's most recent conversation."""
-        if conversation_ref == LATEST_CONVERSATION:
-            session = await self._edge.resolve(request)
-            await session.agent.open_latest(session.principal)
-        else:
-            session = await self._session_for(request, conversation_ref)
-        messages = (await session.conversation.load()).messages
-        tab_only = self._edge.tab_only(request)
-        notice = gr.Markdown(TAB_ONLY_NOTICE, visible=True) if tab_only else gr.Markdown(visible=False)
-        return render_transcript(messages), session.conversation.conversation_id, notice
+        with told_to_the_person(log, "page load"):
+            if conversation_ref == LATEST_CONVERSATION:
+                session = await self._edge.resolve(request)
+                await session.agent.open_latest(session.principal)
+            else:
+                session = await self._session_for(request, conversation_ref)
+            messages = (await session.conversation.load()).messages
+        cookie_notice = notice(TAB_ONLY_NOTICE if self._edge.tab_only(request) else None)
+        return render_transcript(messages), session.conversation.conversation_id, cookie_notice
 
     async def respond(self, message: str, conversation_ref: str, request: gr.Request):
-        """Chat submit from the page: yields (whole chat, conversation reference)."""
-        session = await self._session_for(request, conversation_ref)
+        """Chat submit from the page: yields (chat, conversation reference, message box, notice)."""
         text = clean_message(message)
-        history = render_transcript((await session.conversation.load()).messages)
-        refusal = self._refusal(session, request, text)
-        if refusal:
-            yield history + [gr.ChatMessage(role="assistant", content=refusal)], session.conversation.conversation_id
+        try:
+            session = await self._session_for(request, conversation_ref)
+            refusal = self._refusal(session, request, text)
+            if refusal:  # not a turn: chat and memory untouched, the text stays in the box
+                yield gr.skip(), gr.skip(), ready_box(), notice(refusal)
+                return
+            history = render_transcript((await session.conversation.load()).messages)
+        except gr.Error:
+            raise
+        except Exception as error:
+            log.exception("chat submit failed before the turn")
+            yield gr.skip(), gr.skip(), ready_box(), notice(failure_message(error))
             return
-        shown = history + [gr.ChatMessage(role="user", content=text)]
-        yield shown, session.conversation.conversation_id
-        async with aclosing(self._run_turn(session, text)) as views:
-            async for view in views:
-                yield shown + view.messages, session.conversation.conversation_id
+        async for update in self._answer(session, text, history):
+            yield update
+
+    async def _answer(self, session: Session, text: str, history: list):
+        """Show the message, stream the turn, end with the box on Send, whatever happens."""
+        shown = history + [user_message(text)]
+        yield shown, session.conversation.conversation_id, busy_box(), notice(None)
+        try:
+            async with aclosing(self._run_turn(session, text)) as views:
+                async for view in views:
+                    if view.refusal:  # busy: nothing was stored; the message goes back into the box
+                        yield from_refusal(history, session, text, view.refusal)
+                        yield gr.skip(), gr.skip(), ready_box(), gr.skip()
+                        return
+                    yield shown + view.messages, session.conversation.conversation_id, gr.skip(), gr.skip()
+        except Exception as error:  # the store failed around the turn: nothing is sure to be kept
+            log.exception("session %s: turn failed outside the model", session.fingerprint)
+            yield from_refusal(history, session, text, failure_message(error))
+        yield gr.skip(), gr.skip(), ready_box(), gr.skip()
 
     async def retry(self, conversation_ref: str, request: gr.Request):
-        """Retry: forget the last turn, in memory as on screen, and answer its message again."""
-        session = await self._session_for(request, conversation_ref)
-        async with self._locked_conversation(session) as conversation:
-            text = await conversation.drop_last_turn()
-        if not text:
-            yield render_transcript((await session.conversation.load()).messages), session.conversation.conversation_id
+        """Retry: forget the last turn, in memory as on screen, and answer its message again. Checked
+        against the rate limits first, so a refused retry loses nothing."""
+        try:
+            session = await self._session_for(request, conversation_ref)
+            refusal = self._rate_refusal(session, request)
+            if refusal:
+                yield gr.skip(), gr.skip(), ready_box(), notice(refusal)
+                return
+            async with self._locked_conversation(session) as conversation:
+                text = await conversation.drop_last_turn()
+            history = render_transcript((await session.conversation.load()).messages)
+        except gr.Error:
+            raise
+        except Exception as error:
+            log.exception("retry failed before the turn")
+            yield gr.skip(), gr.skip(), ready_box(), notice(failure_message(error))
             return
-        async for update in self.respond(text, session.conversation.conversation_id, request):
+        if not text:
+            yield history, session.conversation.conversation_id, ready_box(), notice(None)
+            return
+        async for update in self._answer(session, text, history):
             yield update
 
     async def undo(self, conversation_ref: str, request: gr.Request):
         """Undo: forget the last turn and put its message back in the textbox."""
-        session = await self._session_for(request, conversation_ref)
-        async with self._locked_conversation(session) as conversation:
-            text = await conversation.drop_last_turn()
-            history = render_transcript((await conversation.load()).messages)
-        return history, text or ""
+        with told_to_the_person(log, "undo"):
+            session = await self._session_for(request, conversation_ref)
+            async with self._locked_conversation(session) as conversation:
+                text = await conversation.drop_last_turn()
+                history = render_transcript((await conversation.load()).messages)
+        return history, text or "", notice(None)  # the page then resets Gradio's copy of the box (ready_box)
 
     async def clear(self, request: gr.Request):
         """Clear (and New chat): start a new, empty conversation; earlier ones stay in the list."""
-        session = await self._edge.resolve(request)
-        return [], session.agent.start_new(session.principal).conversation_id
+        with told_to_the_person(log, "new chat"):
+            session = await self._edge.resolve(request)
+            return [], session.agent.start_new(session.principal).conversation_id
 
     async def unload(self, request: gr.Request):
-        """The tab closed: release its live objects early. Stored conversations are untouched."""
+        """The tab closed: release its live objects and Gradio's state for it (the last message typed
+        included). Stored conversations are untouched; the hash stays its owner's until it idles out."""
         session = self._edge.existing(request)
         if session is not None:
             self._edge.registry.close(request.session_hash)
 
     # -- public API: /chat -----------------------------------------------------------------
     async def api_chat(self, message: str, request: gr.Request):
-        """``/chat``: one message in, the reply text streamed out. One gradio_client.Client = one session."""
-        session = await self._edge.resolve(request)
-        text = clean_message(message)
-        refusal = self._refusal(session, request, text)
-        if refusal:
-            yield refusal
-            return
-        sent = None
-        async for view in self._run_turn(session, text):
-            if view.answer != sent:  # tool events leave the text unchanged: nothing new to send
-                sent = view.answer
-                yield sent
-        if sent is None:
-            yield ""
+        """``/chat``: one message in, the reply text streamed out. One gradio_client.Client = one session.
+        A refusal or a failure is the reply: one sentence saying what to do."""
+        with told_to_the_person(log, "/chat"):
+            session = await self._edge.resolve(request)
+            text = clean_message(message)
+            refusal = self._refusal(session, request, text)
+            if refusal:
+                yield refusal
+                return
+            sent = None
+            async for view in self._run_turn(session, text):
+                if view.refusal:
+                    yield view.refusal
+                    return
+                reply = view.answer + (f"\n\n{view.failure}" if view.answer and view.failure else view.failure or "")
+                if reply != sent:  # tool events leave the text unchanged: nothing new to send
+                    sent = reply
+                    yield sent
+            if sent is None:
+                yield ""
+
+
+def from_refusal(history: list, session: Session, text: str, sentence: str):
+    """The chat as it was, the message back in the box (ready to send again), and why."""
+    box = gr.Textbox(value=text, interactive=True, submit_btn=True, stop_btn=False)
+    return history, session.conversation.conversation_id, box, notice(sentence)
 
 
 _DONE = object()

@@ -9,7 +9,7 @@ import gradio as gr
 from memory.conversation_memory import ConversationMemoryManager
 from memory.store import ConversationRecord
 from ui.edge import SessionEdge
-from ui.render import render_transcript
+from ui.render import render_transcript, transcript_records
 
 NOT_YOURS = "That conversation does not exist or is not yours."
 
@@ -71,5 +71,4 @@ class ConversationHandlers:
         session = await self._edge.resolve(request)
         if not await session.agent.open((conversation_id or "").strip(), session.principal):
             raise gr.Error(NOT_YOURS, print_exception=False)
-        return [{"role": m.role, "content": m.content}
-                for m in render_transcript((await session.conversation.load()).messages) if not m.metadata]
+        return transcript_records((await session.conversation.load()).messages)

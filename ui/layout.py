@@ -7,7 +7,7 @@ from types import MappingProxyType
 import gradio as gr
 
 from settings import Settings
-from ui.chat_handler import LATEST_CONVERSATION, ChatHandlers
+from ui.chat_handler import LATEST_CONVERSATION, ChatHandlers, ready_box
 from ui.conversations import ConversationHandlers
 from ui.privacy import PrivacyHandlers
 
@@ -48,6 +48,7 @@ def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: P
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="Conversation", height=520, elem_id="chatbot", buttons=["copy"],
                                      placeholder="Say hello, or try one of the phrases above.")
+                notice = gr.Markdown(visible=False, elem_id="notice")
                 textbox = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, lines=1,
                                      max_lines=8, submit_btn=True, stop_btn=False, elem_id="message", autofocus=True)
         with gr.Accordion("Your data: what this assistant keeps, export, delete", open=False) as data_panel:
@@ -61,33 +62,24 @@ def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: P
                 confirm = gr.Button("Yes, delete everything", variant="stop", elem_id="confirm-delete-all")
                 cancel = gr.Button("Cancel")
             export_files = gr.File(label="Your export", file_count="multiple", interactive=False)
-        pending = gr.State(None)  # the submitted text between the two steps of one submit; transient
         export_folder = gr.State(None)  # this request's export folder until Gradio has copied the files
-
-        def start(message):
-            return gr.Textbox(value="", interactive=False, submit_btn=False, stop_btn=True), message
-
-        def finish():
-            return gr.Textbox(interactive=True, submit_btn=True, stop_btn=False)
 
         conversation_ref.change(None, [conversation_ref], None, js=WRITE_TAB_CONVERSATION, **HIDDEN)
         demo.load(chat.load, [conversation_ref], [chatbot, conversation_ref, cookie_notice], js=READ_TAB_CONVERSATION,
                   **HIDDEN).then(conversations.refresh, None, [conversation_list], **HIDDEN)
 
-        submitted = textbox.submit(start, [textbox], [textbox, pending], queue=False, **HIDDEN)
-        streaming = submitted.then(chat.respond, [pending, conversation_ref], [chatbot, conversation_ref],
-                                   concurrency_limit=limit, show_progress="hidden", **HIDDEN)
-        streaming.then(finish, None, [textbox], queue=False, **HIDDEN).then(
-            conversations.refresh, None, [conversation_list], **HIDDEN)
-
-        retrying = chatbot.retry(lambda: gr.Textbox(interactive=False, submit_btn=False, stop_btn=True),
-                                 None, [textbox], queue=False, **HIDDEN).then(
-            chat.retry, [conversation_ref], [chatbot, conversation_ref], concurrency_limit=limit,
-            show_progress="hidden", **HIDDEN)
-        retrying.then(finish, None, [textbox], queue=False, **HIDDEN)
+        # One event per submit: the text goes from the box straight to the handler (no gr.State holds it),
+        # which checks it first and answers with the chat, the box and the notice (see ui/chat_handler.py).
+        turn_outputs = [chatbot, conversation_ref, textbox, notice]
+        textbox.submit(chat.respond, [textbox, conversation_ref], turn_outputs, concurrency_limit=limit,
+                       show_progress="hidden", **HIDDEN).then(
+            conversations.refresh, None, [conversation_list], show_progress="hidden", **HIDDEN)
+        chatbot.retry(chat.retry, [conversation_ref], turn_outputs, concurrency_limit=limit,
+                      show_progress="hidden", **HIDDEN)
 
         textbox.stop(chat.stop, None, None, queue=False, **HIDDEN)
-        chatbot.undo(chat.undo, [conversation_ref], [chatbot, textbox], **HIDDEN)
+        chatbot.undo(chat.undo, [conversation_ref], [chatbot, textbox, notice], **HIDDEN).then(
+            ready_box, None, [textbox], queue=False, **HIDDEN)  # the text stays on screen, not in Gradio's state
         for trigger in (chatbot.clear, new_chat.click):
             trigger(chat.clear, None, [chatbot, conversation_ref], **HIDDEN).then(
                 conversations.refresh, None, [conversation_list], **HIDDEN)

@@ -16,6 +16,7 @@ from agent.cart import cart_item_count, describe_cart
 from memory.conversation_memory import ConversationMemoryManager
 from settings import Settings
 from ui.edge import SessionEdge
+from ui.render import STOPPED_NOTE
 
 EXPORT_PREFIX = "cmw-export-"
 DELETED_MESSAGE = "All your data was deleted: {n} conversation(s), their messages, carts and checkpoints."
@@ -34,6 +35,8 @@ def _message_record(message) -> dict:
         record = {"role": "assistant", "content": message.text}
         if message.tool_calls:
             record["tool_calls"] = [{"id": c["id"], "name": c["name"], "args": c["args"]} for c in message.tool_calls]
+        if (message.response_metadata or {}).get("stopped"):
+            record["stopped"] = True  # cut short by Stop, an error or a closed tab: not a finished answer
         return record
     return {"role": message.type, "content": str(message.content)}
 
@@ -111,7 +114,7 @@ class PrivacyHandlers:
                 if m["role"] == "user":
                     out.append(f"**You:** {m['content']}")
                 elif m["role"] == "assistant" and m["content"]:
-                    out.append(f"**Assistant:** {m['content']}")
+                    out.append(f"**Assistant:** {m['content']}" + (f" {STOPPED_NOTE}" if m.get("stopped") else ""))
                 elif m["role"] == "tool":
                     out.append(f"> tool result: {m['content']}")
                 out.append("")

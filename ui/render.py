@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import gradio as gr
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -10,8 +11,30 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from agent.cmw_agent import TextDelta, ToolFinished, ToolStarted, TurnEvent
 
 
+# Markdown (and the HTML it lets through) has no say over what a person typed: every character that could
+# start markup is backslash-escaped, and leading spaces cannot make a code block.
+_MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&$=:])")
+_LEADING_SPACE = re.compile(r"^[ \t]+", re.MULTILINE)
+STOPPED_NOTE = "_(answer stopped here)_"
+
+
+def literal(text: str) -> str:
+    """Markdown that shows ``text`` exactly as typed: no HTML, no formatting, no links, no LaTeX."""
+    escaped = _MARKUP.sub(r"\\\1", text)
+    return _LEADING_SPACE.sub(lambda m: "&nbsp;" * len(m.group(0).expandtabs(4)), escaped)
+
+
 def tool_title(name: str) -> str:
-    return f"🛠️ {name.replace('_', ' ')}"
+    return f"Tool: {name.replace('_', ' ')}"
+
+
+def user_message(text: str) -> gr.ChatMessage:
+    return gr.ChatMessage(role="user", content=literal(text))
+
+
+def failure_message_bubble(sentence: str) -> gr.ChatMessage:
+    """A failure told in the chat: its own message, never part of an answer, never stored."""
+    return gr.ChatMessage(role="assistant", content=f"**Could not answer.** {sentence}")
 
 
 def _args_block(args: dict) -> str:
@@ -24,15 +47,28 @@ def render_transcript(messages: list[BaseMessage]) -> list[gr.ChatMessage]:
     shown: list[gr.ChatMessage] = []
     for message in messages:
         if isinstance(message, HumanMessage):
-            shown.append(gr.ChatMessage(role="user", content=message.text))
+            shown.append(user_message(message.text))
         elif isinstance(message, AIMessage):
             for call in message.tool_calls:
                 shown.append(gr.ChatMessage(
                     role="assistant", content=results.get(call["id"], _args_block(call["args"])),
                     metadata={"title": tool_title(call["name"]), "id": call["id"], "status": "done"}))
             if message.text:
-                shown.append(gr.ChatMessage(role="assistant", content=message.text))
+                stopped = (message.response_metadata or {}).get("stopped")
+                shown.append(gr.ChatMessage(role="assistant",
+                                            content=message.text + (f"\n\n{STOPPED_NOTE}" if stopped else "")))
     return shown
+
+
+def transcript_records(messages: list[BaseMessage]) -> list[dict]:
+    """A stored conversation as plain ``{"role", "content"}`` records (for the API): the text as typed."""
+    records = []
+    for message in messages:
+        if isinstance(message, HumanMessage):
+            records.append({"role": "user", "content": message.text})
+        elif isinstance(message, AIMessage) and message.text:
+            records.append({"role": "assistant", "content": message.text})
+    return records
 
 
 class TurnView:
@@ -43,6 +79,8 @@ class TurnView:
         self._bubbles: dict[str, gr.ChatMessage] = {}
         self._text: gr.ChatMessage | None = None
         self.answer = ""  # the text answer shown so far
+        self.refusal: str | None = None  # the turn was not run (busy): why
+        self.failure: str | None = None  # the turn failed: the sentence shown for it
 
     def apply(self, event: TurnEvent) -> None:
         if isinstance(event, TextDelta):
@@ -64,5 +102,13 @@ class TurnView:
                 bubble.content = event.result
                 bubble.metadata = {**bubble.metadata, "status": "done", "duration": round(event.duration, 3)}
 
-    def apply_error(self, message: str) -> None:
-        self.apply(TextDelta(("\n\n" if self.answer else "") + message))
+    def mark_stopped(self) -> None:
+        """The answer was cut short (Stop, an error, the tab closed): say so under what was shown."""
+        if self._text is not None and self.answer:
+            self._text.content = self.answer + f"\n\n{STOPPED_NOTE}"
+
+    def apply_failure(self, sentence: str) -> None:
+        self.failure = sentence
+        self.mark_stopped()
+        self.messages.append(failure_message_bubble(sentence))
+        self._text = None

@@ -1,0 +1,223 @@
+"""What a person does on the page is never lost or misapplied, and failures say what to do (issue #12).
+
+Refusals (empty, too long, too fast) are a notice above the message box, never a chat message: Undo and
+Retry still act on the last real turn, the refused text stays in the box. What a person typed is shown
+literally (no HTML or Markdown of theirs is rendered); the assistant's Markdown still renders. A stopped
+answer says so, on screen and after a reload. A failed turn is one sentence in the chat and the box
+returns to Send. Run alone with ``pytest tests/e2e/test_ui.py``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the ``browser`` fixture reports it: a skip locally, a failure in CI
+    expect = None
+
+from ui.failures import MODEL_UNREACHABLE, STORE_DOWN
+from ui.input_guard import EMPTY_MESSAGE, too_long_message
+
+
+def _e2e_conftest():
+    path = Path(__file__).resolve().with_name("conftest.py")
+    for module in list(sys.modules.values()):
+        if Path(getattr(module, "__file__", None) or "").resolve() == path:
+            return module
+    raise ImportError(f"{path} is not loaded: run this module through pytest")
+
+
+_E2E = _e2e_conftest()
+NOTICE, USER_MSG, BOT_MSG = _E2E.NOTICE, _E2E.USER_MSG, _E2E.BOT_MSG
+
+pytestmark = pytest.mark.browser
+STOPPED = "(answer stopped here)"
+
+
+def user_memory(chat) -> list[str]:
+    return [m.text for m in chat.memory().messages if isinstance(m, HumanMessage)]
+
+
+def refuse(chat, text: str, expected: str) -> None:
+    """Send ``text`` and wait until the page shows the refusal ``expected`` in the notice."""
+    chat.textarea.fill(text)
+    chat.textarea.press("Enter")
+    expect(chat.notice).to_be_visible()
+    expect(chat.notice).to_contain_text(expected)
+    chat.wait_idle()
+
+
+def carol_and_apples(chat) -> str:
+    chat.ask("My name is Carol")
+    answer = chat.ask("Add 2 apples to my cart")
+    assert answer.startswith("Added 2 × Apples")
+    return answer
+
+
+# Refusals ------------------------------------------------------------------------------------------
+def test_undo_after_a_refusal_undoes_the_last_turn(launch_app, open_chat):
+    app, url = launch_app()
+    chat = open_chat(app, url)
+    answer = carol_and_apples(chat)
+
+    refuse(chat, "", EMPTY_MESSAGE)
+    # The refusal is not in the chat, let alone inside the earlier answer.
+    assert EMPTY_MESSAGE not in chat.chat_text()
+    assert chat.last_bot_text() == answer and chat.user_texts() == ["My name is Carol", "Add 2 apples to my cart"]
+
+    chat.click_undo()
+    expect(chat.user_messages).to_have_count(1)
+    expect(chat.textarea).to_have_value("Add 2 apples to my cart")
+    expect(chat.notice).to_be_hidden()
+    assert user_memory(chat) == ["My name is Carol"]
+    chat.assert_no_error()
+
+
+def test_retry_after_a_refusal_answers_the_last_turn_again(launch_app, open_chat):
+    app, url = launch_app()
+    chat = open_chat(app, url)
+    answer = carol_and_apples(chat)
+
+    refuse(chat, "   ", EMPTY_MESSAGE)
+    chat.click_retry()
+    assert chat.user_texts() == ["My name is Carol", "Add 2 apples to my cart"]
+    assert chat.last_bot_text() == answer and chat.tool_bubbles.count() == 1
+    assert user_memory(chat) == ["My name is Carol", "Add 2 apples to my cart"]
+    expect(chat.notice).to_be_hidden()
+    assert "2 × Apples" in chat.ask("Show my cart")
+    chat.assert_no_error()
+
+
+def test_a_too_long_message_stays_in_the_box(launch_app, open_chat):
+    app, url = launch_app(max_message_chars=50)
+    chat = open_chat(app, url)
+    chat.ask("My name is Carol")
+    long_text = "Please remember all of this: " + "word " * 10 + "and the end."
+
+    refuse(chat, long_text, too_long_message(50))
+    expect(chat.textarea).to_have_value(long_text)  # not wiped: the person can shorten it
+    expect(chat.textarea).to_be_editable()
+    expect(chat.stop_button).to_have_count(0)
+    assert chat.user_texts() == ["My name is Carol"] and user_memory(chat) == ["My name is Carol"]
+    assert too_long_message(50) not in chat.chat_text()
+
+    chat.textarea.fill("")
+    assert chat.ask("What's my name?") == "Your name is Carol."
+    expect(chat.notice).to_be_hidden()  # the next message sent clears the notice
+    chat.assert_no_error()
+
+
+def test_too_fast_is_a_notice_not_part_of_the_previous_answer(launch_app, open_chat):
+    app, url = launch_app(rate_limit_per_owner=2)
+    chat = open_chat(app, url)
+    answer = carol_and_apples(chat)
+
+    refuse(chat, "What's my name?", "You are sending messages too quickly")
+    assert chat.last_bot_text() == answer and "too quickly" not in chat.chat_text()
+    expect(chat.textarea).to_have_value("What's my name?")
+    assert user_memory(chat) == ["My name is Carol", "Add 2 apples to my cart"]
+    chat.assert_no_error()
+
+
+# Literal user text ---------------------------------------------------------------------------------
+def test_user_text_is_shown_literally_and_answers_still_render_markdown(launch_app, open_chat):
+    app, url = launch_app()
+    chat = open_chat(app, url)
+    requested = []
+    chat.page.on("request", lambda request: requested.append(request.url))
+    texts = ["<img src=x onerror=alert(1)>",
+             "**not bold** _not italic_ [not a link](http://example.com) <b>not bold either</b> $$x^2$$",
+             "    four spaces, then # not a heading"]
+    for text in texts:
+        chat.ask(text)
+
+    assert chat.user_texts() == [t.strip() for t in texts]
+    users = chat.page.locator(USER_MSG)
+    for tag in ("img", "strong", "em", "b", "a", "code", "pre", "h1", ".katex"):
+        expect(users.locator(tag)).to_have_count(0)
+    assert not [u for u in requested if u.rstrip("/").endswith("/x")], requested
+    # The assistant's Markdown is still Markdown: the help text is a bulleted list.
+    expect(chat.page.locator(BOT_MSG).last.locator("li")).to_have_count(4)
+    chat.assert_no_error()
+
+
+# Stop ----------------------------------------------------------------------------------------------
+def test_a_stopped_answer_says_so_on_screen_after_reload_and_in_the_export(launch_app, open_chat):
+    app, url = launch_app(offline_token_delay=0.05)
+    chat = open_chat(app, url)
+    chat.send("Count to 300")
+    chat.page.wait_for_function(
+        """() => { const bots = document.querySelectorAll('#chatbot [data-testid="bot"]');
+                   return bots.length >= 1 && /\\b8\\b/.test(bots[bots.length - 1].innerText); }""")
+    chat.stop_button.click()
+    expect(chat.stop_button).to_have_count(0)
+    chat.wait_idle()
+    expect(chat.bot_messages.last).to_contain_text(STOPPED)
+    chat.wait_server(lambda: not chat.session().conversation.lock.locked(), "the stopped turn to be settled")
+
+    chat.page.reload()
+    chat.open()
+    expect(chat.bot_messages.last).to_contain_text(STOPPED)
+    assert chat.last_bot_text().startswith("1 2 3")
+    chat.assert_no_error()
+
+
+# Failures ------------------------------------------------------------------------------------------
+def test_a_model_failure_is_one_sentence_and_the_box_returns_to_send(launch_app, open_chat, monkeypatch):
+    import httpx
+    import openai
+
+    from agent.offline_model import OfflineChatModel
+
+    real = OfflineChatModel._astream
+
+    async def unreachable(self, messages, *args, **kwargs):
+        if "unreachable" in messages[-1].text:
+            raise openai.APIConnectionError(request=httpx.Request("POST", "http://model.invalid/v1"))
+        async for chunk in real(self, messages, *args, **kwargs):
+            yield chunk
+
+    monkeypatch.setattr(OfflineChatModel, "_astream", unreachable)
+    app, url = launch_app()
+    chat = open_chat(app, url)
+    chat.ask("My name is Carol")
+    assert MODEL_UNREACHABLE in chat.ask("Is the model unreachable?")
+    expect(chat.textarea).to_be_editable()
+    expect(chat.stop_button).to_have_count(0)
+    chat.assert_no_error()
+    # The turn is kept (Retry can send it again) and the next one works.
+    assert user_memory(chat) == ["My name is Carol", "Is the model unreachable?"]
+    assert chat.ask("What's my name?") == "Your name is Carol."
+
+
+def test_a_store_failure_keeps_the_message_and_says_what_to_do(launch_app, open_chat, monkeypatch):
+    app, url = launch_app()
+    chat = open_chat(app, url)
+    chat.ask("My name is Carol")
+    real = app.manager.record_turn
+
+    async def store_down(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(app.manager, "record_turn", store_down)
+    text = f"Add 2 {uuid.uuid4().hex[:6]} to my cart"
+    chat.arm()
+    chat.send(text)
+    expect(chat.notice).to_contain_text(STORE_DOWN)
+    chat.wait_idle()
+    expect(chat.textarea).to_have_value(text)  # nothing was stored, so the text is back in the box
+    assert chat.user_texts() == ["My name is Carol"]
+    chat.assert_no_error()
+
+    monkeypatch.setattr(app.manager, "record_turn", real)
+    chat.textarea.press("Enter")
+    chat.wait_turn_done(min_users=2)
+    assert chat.user_texts() == ["My name is Carol", text]
+    expect(chat.notice).to_be_hidden()
