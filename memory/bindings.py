@@ -6,9 +6,9 @@ evictable live-session cache, and:
 
 * a flood of fresh hashes cannot push anyone out: a full table refuses *new* bindings instead of
   evicting old ones (new bindings are also rate-limited per address and per owner by the guard);
-* a binding leaves only after it was idle for its TTL with no stream open, and when it leaves,
-  ``on_forget`` drops Gradio's state for that hash and the live session with it - nothing of the old
-  owner remains for a new one to bind to.
+* a binding leaves only after it was idle for its TTL with no stream (``queue/data``) or tab heartbeat
+  open, and when it leaves, ``on_forget`` drops Gradio's state for that hash and the live session with
+  it - nothing of the old owner remains for a new one to bind to.
 
 Event ids (``call/<api>/<event_id>``, ``cancel``, ``stream/<event_id>``) are bearer tokens in Gradio;
 :class:`EventOwners` remembers which owner's request created each event, so only that owner may use it.

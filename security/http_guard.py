@@ -146,7 +146,8 @@ class OwnerGuard:
             return await _respond(send, *refusal, set_cookie)
         scope = {**scope, "state": {**scope.get("state", {}), SCOPE_KEY: caller}}
         send = self._wrap_send(send, set_cookie, route, scope["method"], caller.owner)
-        if route == "queue/data" and named:  # an open stream keeps its binding alive
+        if named and (route == "queue/data" or route.startswith("heartbeat/")):
+            # An open stream, or an open tab (its heartbeat), keeps the hash's binding alive.
             self.registry.bindings.stream_opened(named[0][0])
             try:
                 return await self.app(scope, receive, send)
