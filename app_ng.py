@@ -160,7 +160,7 @@ def build_app(settings: Settings | None = None) -> App:
     manager = ConversationMemoryManager(runtime, store)
     registry = SessionRegistry(make_session_factory(manager), maxsize=settings.session_max,
                                ttl=settings.session_ttl, fingerprint=credentials.fingerprint)
-    retention = RetentionSweeper(store, days=settings.retention_days, interval=settings.retention_sweep_seconds)
+    retention = RetentionSweeper(manager, days=settings.retention_days, interval=settings.retention_sweep_seconds)
     edge = SessionEdge(registry, credentials, on_first_request=retention.start)
     demo = build_ui(ChatHandlers(edge, manager, settings), ConversationHandlers(edge, manager),
                     PrivacyHandlers(edge, manager, settings), settings, choice.label, choice.how_to_switch)

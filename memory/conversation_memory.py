@@ -183,6 +183,20 @@ class ConversationMemoryManager:
         deleted = [await self._delete_entry(entry, principal) for entry in entries.values()]
         return sum(deleted)
 
+    async def expire_untouched_since(self, cutoff: float) -> int:
+        """Retention: delete conversations last updated before ``cutoff``, each under its lock and only if
+        still untouched then (a turn that just ran in one keeps it)."""
+        deleted = 0
+        for record in await self.store.untouched_since(cutoff):
+            entry = self.entry(record.id, record.owner)
+            async with entry.lock:
+                current = await self.store.get(record.id, record.owner)
+                if current is None or current.updated_at >= cutoff:
+                    continue
+                entry.deleted = True
+                deleted += await self.store.delete(record.id, record.owner)
+        return deleted
+
     async def _delete_entry(self, entry: ConversationMemory, principal: str) -> bool:
         entry.deleted = True
         if entry.running is not None:

@@ -1,4 +1,5 @@
-"""Retention: conversations untouched for ``CMW_RETENTION_DAYS`` are deleted with their checkpoints.
+"""Retention: conversations untouched for ``CMW_RETENTION_DAYS`` are deleted with their checkpoints,
+each under its conversation's lock (through the ConversationMemoryManager, like every other delete).
 
 The sweeper runs as a task in the app's event loop (where the async store lives), started by the first
 request. ``sweep_once(now=...)`` takes an injected clock for tests.
@@ -11,15 +12,15 @@ import logging
 import time
 from typing import Callable
 
-from memory.store import ConversationStore
+from memory.conversation_memory import ConversationMemoryManager
 
 log = logging.getLogger("cmw.retention")
 
 
 class RetentionSweeper:
-    def __init__(self, store: ConversationStore, *, days: float, interval: float,
+    def __init__(self, manager: ConversationMemoryManager, *, days: float, interval: float,
                  clock: Callable[[], float] = time.time):
-        self._store = store
+        self._manager = manager
         self._max_age = days * 86400
         self._interval = interval
         self._clock = clock
@@ -29,7 +30,7 @@ class RetentionSweeper:
         if self._max_age <= 0:
             return 0  # retention 0 means keep forever
         now = self._clock() if now is None else now
-        deleted = await self._store.expire_untouched_since(now - self._max_age)
+        deleted = await self._manager.expire_untouched_since(now - self._max_age)
         if deleted:
             log.info("retention: deleted %d conversation(s) untouched for %.0f days", deleted, self._max_age / 86400)
         return deleted
@@ -38,7 +39,7 @@ class RetentionSweeper:
         """Start sweeping in the running loop (idempotent); also opens the store early."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="cmw-retention")
-        await self._store.open()
+        await self._manager.store.open()
 
     async def _run(self) -> None:
         while True:

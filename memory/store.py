@@ -185,16 +185,7 @@ class ConversationStore:
         await self.open()
         await self._saver.adelete_thread(conversation_id)
 
-    async def delete_owner(self, owner: str) -> int:
-        """Delete every conversation of ``owner`` (rows and checkpoints). Returns how many."""
-        records = await self.list_for_owner(owner)
-        for record in records:
-            await self.delete(record.id, owner)
-        return len(records)
-
-    async def expire_untouched_since(self, cutoff: float) -> int:
-        """Retention: delete conversations last updated before ``cutoff`` (epoch seconds)."""
-        rows = await self._rows("SELECT id, owner FROM cmw_conversations WHERE updated_at < ?", cutoff)
-        for conversation_id, owner in rows:
-            await self.delete(conversation_id, owner)
-        return len(rows)
+    async def untouched_since(self, cutoff: float) -> list[ConversationRecord]:
+        """Conversations last updated before ``cutoff`` (epoch seconds): what retention deletes."""
+        rows = await self._rows(f"SELECT {_COLUMNS} FROM cmw_conversations WHERE updated_at < ?", cutoff)
+        return [ConversationRecord(*r) for r in rows]
