@@ -36,6 +36,7 @@ import report  # noqa: E402
 from common import BENCH, RESULTS, ROOT, bench_env, loadavg, machine_info  # noqa: E402
 
 FULL_APPS = ["cmw", "cmw-per-token", "cmw-tuned", "cmw-tuned-2proc", "naive"]
+SECURITY_QUICK = ("binding_flood.py", "cookie_header.py")  # checked by --quick only (not part of the figures)
 
 
 def now() -> str:
@@ -152,6 +153,10 @@ def main() -> None:
             log(f"waiting for load {loadavg()[0]:.2f} < {args.max_load}")
             time.sleep(15)
 
+    # quick: the security benchmarks (their own --quick) start now and run beside the others
+    side = {script: subprocess.Popen([sys.executable, str(BENCH / script), "--quick"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=bench_env())
+            for script in (SECURITY_QUICK if quick else ())}
     command = ".venv/bin/python bench/run_all.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     started = time.time()
     res: dict = {"command": command, "started": now(), "machine": machine_info(), "load_start": loadavg(),
@@ -212,12 +217,15 @@ def main() -> None:
     attempt("report", lambda: report.render(res, results, update_readme=not quick))
     if quick:
         broken += [f"not clean: {u}" for u in unclean(res)]
-        for script in ("binding_flood.py", "cookie_header.py"):  # security benchmarks: still run, still hold
-            done_script = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True,
-                                         text=True, timeout=300, env=bench_env())
-            log(f"{script} --quick: exit {done_script.returncode}\n{done_script.stdout.strip()}")
-            if done_script.returncode:
-                broken.append(f"{script}: {done_script.stderr.strip()[-300:]}")
+        for script, proc in side.items():  # security benchmarks: still run, still hold
+            try:
+                out, err = proc.communicate(timeout=300)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # only the child started above, by its handle
+                out, err = proc.communicate()
+            log(f"{script} --quick: exit {proc.returncode}\n{out.strip()}")
+            if proc.returncode:
+                broken.append(f"{script}: {err.strip()[-300:]}")
     log(f"wrote {results / 'results.md'}, {results / 'results.json'}, plots; took {res['duration_s'] / 60:.1f} min")
     if broken:
         log("FAILED:\n" + "\n".join(f"- {b}" for b in broken))
