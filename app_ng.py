@@ -2,6 +2,9 @@
 
     python app_ng.py [--host 0.0.0.0] [--port 7860] [--share]
 
+Settings come from environment variables, or from a ``.env`` file in the current directory (copy
+.env.example); a variable set in the environment wins over the file.
+
 Nothing launches on import: :func:`build_app` builds the app, :func:`main` serves it.
 """
 
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
+from dotenv import load_dotenv
 
 from agent.catalog import load_catalog
 from agent.cmw_agent import AgentRuntime
@@ -36,7 +40,7 @@ from ui.chat_handler import ChatHandlers
 from ui.conversations import ConversationHandlers
 from ui.edge import SessionEdge
 from ui.privacy import PrivacyHandlers
-from ui.layout import build_ui
+from ui.layout import PAGE_CSS, PAGE_HEAD, build_ui
 
 log = logging.getLogger("cmw")
 
@@ -62,7 +66,7 @@ class App:
                            new_sessions_per_owner=settings.new_sessions_per_owner, monitoring=settings.monitoring)
         # Gradio's per-hash state lives exactly as long as the hash's binding (memory/bindings.py).
         self.registry.forget_state = lambda session_hash: forget_session_state(self.demo, session_hash)
-        options = dict(max_threads=settings.max_threads, show_error=False, run_history=False,
+        options = dict(max_threads=settings.max_threads, show_error=False, run_history=False, css=PAGE_CSS, head=PAGE_HEAD,
                        footer_links=["api", "gradio"], app_kwargs={"middleware": [guard]},
                        state_session_capacity=self.registry.bindings.maxsize)
         options.update(overrides)
@@ -180,6 +184,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Settings from ./.env (see .env.example), under whatever the environment already sets.
+    load_dotenv(Path.cwd() / ".env", override=False)
     logging.basicConfig(level=os.environ.get("CMW_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("httpx", "httpcore"):  # one INFO line per HTTP request (model calls, Gradio's own checks)

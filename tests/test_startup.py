@@ -112,3 +112,12 @@ def test_the_log_has_no_share_hint_and_no_request_lines(tmp_path):
     assert f"serving on http://127.0.0.1:{port}/" in output, output
     assert "share=True" not in output, output
     assert "HTTP Request:" not in output and "INFO httpx" not in output, output
+
+
+def test_settings_are_read_from_a_dotenv_file_in_the_current_directory(tmp_path):
+    (tmp_path / ".env").write_text("# copied from .env.example\nCMW_MAX_MESSAGE_CHARS=lots\n")
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "CMW_DATA_DIR": str(tmp_path / "data")}
+    env.pop("CMW_MAX_MESSAGE_CHARS", None)
+    result = subprocess.run([sys.executable, str(ROOT / "app_ng.py"), "--port", str(free_port())], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=START_TIMEOUT)
+    assert_one_sentence(result, "CMW_MAX_MESSAGE_CHARS='lots' is not a number")

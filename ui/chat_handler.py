@@ -7,8 +7,10 @@ else happens. Holds references to shared services only.
 The page's submit is one event: the message text goes from the textbox straight into :meth:`respond`
 (no ``gr.State`` holds it) and is checked (empty, length, rate) before anything else. A refusal is a
 notice above the message box; the chat and memory are untouched and the text stays in the box. Every
-path ends with the box back on Send, and with Gradio's stored copy of the box's value reset (an update
-without a value leaves the text on screen but replaces the server's copy with an empty one).
+path ends with the box back on Send; the page then resets Gradio's stored copy of the box's value with
+:func:`ready_box` (an update without a value: the text stays on screen, the server's copy is emptied).
+A yield that puts text back into the box is always a handler's last (a later update that omits the
+value is sent as a diff that removes it on the page).
 """
 
 from __future__ import annotations
@@ -200,6 +202,12 @@ class ChatHandlers:
         async for update in self._answer(session, text, history):
             yield update
 
+    async def example(self, conversation_ref: str, evt: gr.SelectData, request: gr.Request):
+        """An example chip in the empty chat: sent as if it had been typed."""
+        value = evt.value if isinstance(evt.value, dict) else {"text": evt.value}
+        async for update in self.respond(str(value.get("text") or ""), conversation_ref, request):
+            yield update
+
     async def _answer(self, session: Session, text: str, history: list):
         """Show the message, stream the turn, end with the box on Send, whatever happens."""
         shown = history + [user_message(text)]
@@ -209,12 +217,12 @@ class ChatHandlers:
                 async for view in views:
                     if view.refusal:  # busy: nothing was stored; the message goes back into the box
                         yield from_refusal(history, session, text, view.refusal)
-                        yield gr.skip(), gr.skip(), ready_box(), gr.skip()
                         return
                     yield shown + view.messages, session.conversation.conversation_id, gr.skip(), gr.skip()
         except Exception as error:  # the store failed around the turn: nothing is sure to be kept
             log.exception("session %s: turn failed outside the model", session.fingerprint)
             yield from_refusal(history, session, text, failure_message(error))
+            return
         yield gr.skip(), gr.skip(), ready_box(), gr.skip()
 
     async def retry(self, conversation_ref: str, request: gr.Request):

@@ -45,6 +45,8 @@ CLEAR = '#chatbot button[aria-label="Clear"]'
 RETRY = '#chatbot button[aria-label="Retry"]'
 UNDO = '#chatbot button[aria-label="Undo"]'
 NOTICE = "#notice"  # why a message was not sent, or what failed (above the message box)
+SIDEBAR = "#sidebar"  # gr.Sidebar: class "open" while shown; its ".toggle-button" opens and closes it
+CONVERSATION = "#conversations .cmw-item"  # one conversation in the sidebar (ui/sidebar.py)
 
 
 # Something is running for a tab while its textbox is disabled and shows a stop button (a turn, see
@@ -70,13 +72,15 @@ ARM_JS = """() => {
   window.__e2eObserver.observe(chat, {subtree: true, childList: true, attributes: true,
                                       attributeFilter: ['class']});
 }"""
-# Idle: no stop button, the textbox enabled, and the chatbot's status tracker hidden (or showing an
-# error: tests check errors on their own). All three are read at the same instant.
+# Idle: no stop button, the textbox enabled, the chatbot's status tracker hidden (or showing an error:
+# tests check errors on their own), and the conversation list rendered (the page-load chain fills it
+# last, and shows no progress of its own). All are read at the same instant.
 IDLE_JS = """() => {
   const box = document.querySelector('#message'), area = box && box.querySelector('textarea');
   const tracker = document.querySelector('#chatbot > [data-testid="status-tracker"]');
   const trackerIdle = !tracker || tracker.classList.contains('hide') || !!tracker.querySelector('.error');
-  return !!area && !area.disabled && !box.querySelector('[data-testid="stop-button"]') && trackerIdle;
+  const loaded = !!document.querySelector('#conversations .cmw-item');
+  return !!area && !area.disabled && !box.querySelector('[data-testid="stop-button"]') && trackerIdle && loaded;
 }"""
 # Done: the page went busy since arm(), is idle now, and shows at least ``minUsers`` user messages.
 DONE_JS = """(minUsers) => window.__e2eBusy === true && (""" + IDLE_JS + """)()
@@ -175,6 +179,8 @@ class ChatPage:
         self.tool_bubbles = page.locator(TOOL_GROUP)
         self.chat_log = page.locator(CHAT_LOG)
         self.notice = page.locator(NOTICE)
+        self.conversations = page.locator(CONVERSATION)
+        self.current_conversation = page.locator(CONVERSATION + ".current")
 
     @property
     def context(self):

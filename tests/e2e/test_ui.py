@@ -9,6 +9,9 @@ returns to Send. Run alone with ``pytest tests/e2e/test_ui.py``.
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import sqlite3
 import sys
 import uuid
@@ -221,3 +224,175 @@ def test_a_store_failure_keeps_the_message_and_says_what_to_do(launch_app, open_
     chat.wait_turn_done(min_users=2)
     assert chat.user_texts() == ["My name is Carol", text]
     expect(chat.notice).to_be_hidden()
+
+
+# Sidebar -------------------------------------------------------------------------------------------
+SIDEBAR, CONVERSATION = _E2E.SIDEBAR, _E2E.CONVERSATION
+# Whether a loading overlay or progress bar ever showed over the conversation list since watch_list().
+WATCH_LIST_JS = """() => {
+  window.__listBusy = [];
+  const list = document.querySelector('#conversations');
+  const block = list.closest('.block') || list.parentElement;
+  const check = () => {
+    const busy = block.querySelectorAll('[data-testid="status-tracker"]:not(.hide), .eta-bar, .progress-bar');
+    if (busy.length || block.classList.contains('pending')) window.__listBusy.push(block.className);
+  };
+  new MutationObserver(check).observe(block, {subtree: true, childList: true, attributes: true});
+}"""
+
+
+def titles(chat) -> list[str]:
+    return [t.strip() for t in chat.page.locator(CONVERSATION + " .cmw-title").all_inner_texts()]
+
+
+def test_sidebar_lists_new_chats_at_once_and_highlights_the_current_one(launch_app, open_chat):
+    app, url = launch_app()
+    chat = open_chat(app, url)
+    expect(chat.current_conversation).to_have_count(1)
+    expect(chat.current_conversation).to_contain_text("New chat")  # before its first message
+    chat.page.evaluate(WATCH_LIST_JS)
+
+    chat.ask("My name is Carol")
+    expect(chat.current_conversation).to_contain_text("My name is Carol")
+    expect(chat.page.locator(CONVERSATION + " .cmw-when").first).to_have_text("just now")
+    chat.page.locator("#new-chat").click()
+    expect(chat.user_messages).to_have_count(0)
+    expect(chat.conversations).to_have_count(2)
+    expect(chat.current_conversation).to_contain_text("New chat")
+    chat.ask("Add 2 apples to my cart")
+    assert titles(chat) == ["Add 2 apples to my cart", "My name is Carol"]
+
+    chat.page.locator(CONVERSATION, has_text="My name is Carol").click()
+    expect(chat.user_messages).to_have_count(1)
+    assert chat.user_texts() == ["My name is Carol"]
+    expect(chat.current_conversation).to_contain_text("My name is Carol")
+    assert chat.ask("What's my name?") == "Your name is Carol."
+    assert chat.page.evaluate("() => window.__listBusy") == [], "a loading overlay showed over the list"
+    chat.assert_no_error()
+
+
+def test_rename_in_place_keeps_the_title_literal(launch_app, open_chat):
+    app, url = launch_app()
+    chat = open_chat(app, url)
+    chat.ask("My name is Carol")
+    item = chat.current_conversation
+    item.hover()
+    item.locator(".cmw-rename").click()
+    box = item.locator("input.cmw-rename-input")
+    expect(box).to_be_focused()
+    expect(box).to_have_value("My name is Carol")
+    box.fill("<b>Carol's</b> list")
+    box.press("Enter")
+    expect(chat.current_conversation.locator(".cmw-title")).to_have_text("<b>Carol's</b> list")
+    # Escape cancels.
+    chat.current_conversation.hover()
+    chat.current_conversation.locator(".cmw-rename").click()
+    chat.current_conversation.locator("input.cmw-rename-input").fill("not this")
+    chat.current_conversation.locator("input.cmw-rename-input").press("Escape")
+    expect(chat.current_conversation.locator(".cmw-title")).to_have_text("<b>Carol's</b> list")
+
+    chat.page.reload()
+    chat.open()
+    expect(chat.current_conversation.locator(".cmw-title")).to_have_text("<b>Carol's</b> list")
+    expect(chat.page.locator("#conversations b")).to_have_count(0)
+    chat.assert_no_error()
+
+
+def test_delete_asks_first_and_cancel_keeps_the_conversation(launch_app, open_chat):
+    app, url = launch_app()
+    chat = open_chat(app, url)
+    chat.ask("My name is Carol")
+    chat.page.locator("#new-chat").click()
+    expect(chat.conversations).to_have_count(2)
+    chat.ask("Add 2 apples to my cart")
+    doomed = chat.page.locator(CONVERSATION, has_text="My name is Carol")
+
+    doomed.hover()
+    doomed.locator(".cmw-delete").click()
+    expect(doomed.locator(".cmw-confirm")).to_be_visible()
+    doomed.locator(".cmw-cancel").click()
+    expect(doomed.locator(".cmw-confirm")).to_be_hidden()
+    expect(chat.conversations).to_have_count(2)
+
+    doomed.hover()
+    doomed.locator(".cmw-delete").click()
+    doomed.locator(".cmw-confirm-delete").click()
+    expect(chat.conversations).to_have_count(1)
+    assert titles(chat) == ["Add 2 apples to my cart"]
+    assert chat.user_texts() == ["Add 2 apples to my cart"]  # the chat shown was another one: untouched
+
+    # Deleting the conversation on screen empties the chat and starts a new one.
+    current = chat.current_conversation
+    current.hover()
+    current.locator(".cmw-delete").click()
+    current.locator(".cmw-confirm-delete").click()
+    expect(chat.user_messages).to_have_count(0)
+    expect(chat.current_conversation).to_contain_text("New chat")
+    assert DONT_KNOW_NAME in chat.ask("What's my name?")
+    chat.assert_no_error()
+
+
+DONT_KNOW_NAME = "don't know"
+
+
+# Phone ---------------------------------------------------------------------------------------------
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
+
+
+def test_phone_shows_the_chat_and_the_message_box_on_the_first_screen(launch_app, open_chat, browser):
+    app, url = launch_app()
+    person = browser.new_context(**PHONE)
+    try:
+        chat = open_chat(app, url, person=person)
+        expect(chat.page.locator(SIDEBAR)).not_to_have_class(re.compile(r"\bopen\b"))  # closed on a phone
+        for text in ("My name is Carol", "Add 2 apples to my cart", "Add quinoa to my cart", "Show my cart"):
+            chat.ask(text)
+        height = PHONE["viewport"]["height"]
+        box = chat.textarea.bounding_box()
+        assert box["y"] >= 0 and box["y"] + box["height"] <= height, box
+        latest = chat.bot_messages.last.bounding_box()
+        assert latest["y"] < height and latest["y"] + latest["height"] > 0, latest
+        assert chat.page.evaluate("() => document.scrollingElement.scrollTop") == 0
+        save_docs_picture(chat, "phone.png")
+
+        # The sidebar opens from its button and closes again once a conversation is picked.
+        chat.page.locator(SIDEBAR + " .toggle-button").click()
+        expect(chat.page.locator(SIDEBAR)).to_have_class(re.compile(r"\bopen\b"))
+        chat.page.locator("#new-chat").click()
+        expect(chat.user_messages).to_have_count(0)
+        expect(chat.current_conversation).to_contain_text("New chat")
+        chat.page.locator(CONVERSATION, has_text="My name is Carol").click()
+        expect(chat.page.locator(SIDEBAR)).not_to_have_class(re.compile(r"\bopen\b"))
+        expect(chat.user_messages).to_have_count(4)
+        chat.assert_no_error()
+    finally:
+        person.close()
+
+
+def test_desktop_picture(launch_app, open_chat, browser):
+    """The README's desktop picture: sidebar with two conversations, a chat with a tool bubble."""
+    app, url = launch_app()
+    person = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        chat = open_chat(app, url, person=person)
+        chat.ask("My name is Carol")
+        chat.page.locator("#new-chat").click()
+        expect(chat.user_messages).to_have_count(0)
+        for text in ("My name is Alice", "Add 2 apples to my cart", "Add quinoa to my cart", "Show my cart"):
+            chat.ask(text)
+        expect(chat.conversations).to_have_count(2)
+        save_docs_picture(chat, "desktop.png")
+        chat.assert_no_error()
+    finally:
+        person.close()
+
+
+def save_docs_picture(chat, name: str) -> None:
+    """The viewport as a person sees it, to test-results/; to docs/ when missing or on request."""
+    shot = _E2E.RESULTS / name
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    chat.page.mouse.move(0, 0)
+    chat.page.screenshot(path=str(shot))
+    docs = Path(__file__).resolve().parents[2] / "docs" / name
+    if not docs.exists() or os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
+        shutil.copyfile(shot, docs)
