@@ -127,7 +127,9 @@ def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: P
         for trigger in (chatbot.clear, new_chat.click):
             trigger(chat.clear, None, [chatbot, conversation_ref], **HIDDEN).then(
                 conversations.refresh, None, [conversation_list], **QUIET)
-        conversation_list.click(conversations.act, None, [chatbot, conversation_ref, conversation_list], **QUIET)
+        # always_last: a click while the previous one is still answered is run next, not dropped.
+        conversation_list.click(conversations.act, None, [chatbot, conversation_ref, conversation_list],
+                                trigger_mode="always_last", **QUIET)
 
         for trigger in (data_panel.expand, show_keeps.click):
             trigger(privacy.keeps, None, [keeps], **HIDDEN)

@@ -124,11 +124,11 @@ element.addEventListener('click', (e) => {
     return;
   }
   if (e.target.closest('.cmw-confirm')) return;
-  if (!item.classList.contains('current')) {
-    element.querySelectorAll('.cmw-item.current').forEach((other) => other.classList.remove('current'));
-    item.classList.add('current');
-    send({action: 'open', id: item.dataset.id});
-  }
+  // Always sent, even for the highlighted item: the highlight may be one step behind (New chat pressed
+  // a moment ago), and opening the conversation on screen again changes nothing.
+  element.querySelectorAll('.cmw-item.current').forEach((other) => other.classList.remove('current'));
+  item.classList.add('current');
+  send({action: 'open', id: item.dataset.id});
   closeOnPhone();
 });
 element.addEventListener('keydown', (e) => {

@@ -259,8 +259,14 @@ def test_sidebar_lists_new_chats_at_once_and_highlights_the_current_one(launch_a
     expect(chat.user_messages).to_have_count(0)
     expect(chat.conversations).to_have_count(2)
     expect(chat.current_conversation).to_contain_text("New chat")
+    chat.page.locator(CONVERSATION, has_text="My name is Carol").click()
+    expect(chat.user_messages).to_have_count(1)
+    expect(chat.current_conversation).to_contain_text("My name is Carol")
+    chat.page.locator("#new-chat").click()
+    expect(chat.user_messages).to_have_count(0)
+    expect(chat.current_conversation).to_contain_text("New chat")
     chat.ask("Add 2 apples to my cart")
-    assert titles(chat) == ["Add 2 apples to my cart", "My name is Carol"]
+    expect(chat.page.locator(CONVERSATION + " .cmw-title")).to_have_text(["Add 2 apples to my cart", "My name is Carol"])
 
     chat.page.locator(CONVERSATION, has_text="My name is Carol").click()
     expect(chat.user_messages).to_have_count(1)
@@ -396,3 +402,29 @@ def save_docs_picture(chat, name: str) -> None:
     docs = Path(__file__).resolve().parents[2] / "docs" / name
     if not docs.exists() or os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
         shutil.copyfile(shot, docs)
+
+
+# Gradio's per-session state ------------------------------------------------------------------------
+def gradio_state_text(app, session_hash: str, component_id: int | None = None) -> str:
+    """Everything Gradio keeps for this tab (or for one component of it), as text to search in."""
+    state = app.demo.state_holder[session_hash]
+    if component_id is not None:
+        return repr(state.config_values.get(component_id))
+    return repr(state.config_values) + repr(state.state_data)
+
+
+def test_typed_text_does_not_stay_in_gradios_state(launch_app, open_chat):
+    app, url = launch_app(max_message_chars=50)
+    chat = open_chat(app, url)
+    box_id = next(b._id for b in app.demo.blocks.values() if getattr(b, "elem_id", None) == "message")
+    refused = "canary-" + uuid.uuid4().hex + " " + "x" * 60
+    refuse(chat, refused, too_long_message(50))
+    expect(chat.textarea).to_have_value(refused)  # on screen, where the person can shorten it...
+    chat.wait_server(lambda: refused not in gradio_state_text(app, chat.session_hash),
+                     "Gradio's state to forget the refused text")  # ...but not in the server's state
+    sent = "My name is Carol" + uuid.uuid4().hex[:6]
+    chat.textarea.fill("")
+    chat.ask(sent)
+    # The chat shows it (so Gradio's copy of the chat holds it); the message box's copy does not.
+    chat.wait_server(lambda: sent not in gradio_state_text(app, chat.session_hash, box_id),
+                     "Gradio's copy of the message box to be emptied")
