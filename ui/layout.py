@@ -45,6 +45,7 @@ PAGE_CSS = """
   margin-left: 6px; border-radius: 999px; background: var(--background-fill-secondary);
   color: var(--body-text-color-subdued); max-width: calc(100% - 120px); overflow: hidden; text-overflow: ellipsis; }
 #chatbot { height: calc(100dvh - 200px) !important; min-height: 240px; }
+#chatbot .placeholder { text-align: center; max-width: 640px; margin: 0 auto; padding: 0 16px; }
 #chatbot .examples { display: flex; flex-wrap: wrap; justify-content: center; gap: 8px; }
 #chatbot .example { width: auto; min-height: 0; padding: 6px 14px; border-radius: 999px; flex: none; }
 #notice { padding: 6px 12px; border-radius: 8px; background: #fef3c7; color: #78350f; font-size: 14px; }

@@ -428,3 +428,18 @@ def test_typed_text_does_not_stay_in_gradios_state(launch_app, open_chat):
     # The chat shows it (so Gradio's copy of the chat holds it); the message box's copy does not.
     chat.wait_server(lambda: sent not in gradio_state_text(app, chat.session_hash, box_id),
                      "Gradio's copy of the message box to be emptied")
+
+
+def test_example_chips_in_the_empty_chat_send_their_text(launch_app, open_chat):
+    app, url = launch_app()
+    chat = open_chat(app, url)
+    chips = chat.page.locator("#chatbot .example")
+    expect(chips).to_have_count(6)
+    expect(chat.page.locator("#chatbot .placeholder")).to_contain_text("offline demo model")  # the full banner
+    chat.arm()
+    chips.filter(has_text="My name is Alice").click()
+    chat.wait_turn_done(min_users=1)
+    assert chat.user_texts() == ["My name is Alice"] and chat.last_bot_text().startswith("Nice to meet you, Alice")
+    expect(chips).to_have_count(0)  # gone once the chat has started; the header keeps a one-line badge
+    expect(chat.page.locator("#model-banner")).to_contain_text("offline demo model")
+    chat.assert_no_error()
