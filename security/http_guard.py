@@ -47,7 +47,12 @@ TOO_MANY_SESSIONS = b'{"detail": "Too many new sessions from your address. Pleas
 SESSIONS_FULL = (b'{"detail": "The app is serving as many sessions as it can right now. Please try again in a '
                  b'few minutes."}')
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-FORBIDDEN = b'{"detail": "This session belongs to someone else. Reload the page to start your own."}'
+FORBIDDEN = (b'{"detail": "This session belongs to someone else. Reload the page to start your own. API callers: '
+             b'keep the owner cookie the server sets on your first request and send it back (gradio_client does; '
+             b'with curl use -c jar -b jar)."}')
+INVALID_COOKIE = (b'{"detail": "Your owner cookie is not valid on this server (set by another deployment, or '
+                  b'changed). Delete this site\'s cookies and reload; API callers: start a new client without '
+                  b'it, and the server sets a new one."}')
 CROSS_SITE = (b'{"detail": "Requests from other websites are not accepted. Open the app itself, or ask its '
               b'operator to add your site to CMW_ALLOWED_ORIGINS."}')
 DUPLICATE_COOKIES = (b'{"detail": "Your browser sent two owner cookies for this site (another site on the same '
@@ -142,6 +147,8 @@ class OwnerGuard:
             # A browser that keeps no cookie at all: the tab's own session, ending with the tab.
             caller = Caller(self.credentials.tab_owner(named[0][0]), tab_only=True)
         refusal = self._refusal(scope, route, caller, named, events)
+        if refusal is not None and caller.owner is None and tokens:
+            refusal = 403, INVALID_COOKIE
         if refusal is not None:
             return await _respond(send, *refusal, set_cookie)
         scope = {**scope, "state": {**scope.get("state", {}), SCOPE_KEY: caller}}

@@ -261,3 +261,13 @@ def test_a_cross_site_form_post_neither_runs_nor_replaces_the_cookie(launch_app)
                       json=join_body(victim.session_hash))  # a Lax cookie is not sent on a cross-site POST
     assert form.status_code == 403 and "set-cookie" not in form.headers
     assert victim.predict("What's my name?", api_name="/chat") == "Your name is Formvictim."
+
+
+def test_an_invalid_cookie_or_a_lost_one_is_answered_with_what_to_do(guarded):
+    call, credentials, _, recorder = guarded
+    forged = call("POST", "/gradio_api/queue/join", cookies=[(COOKIE_NAME, "forged.token")], json=join_body("t1"))
+    assert forged.status_code == 403 and "not valid on this server" in forged.json()["detail"]
+    owner = credentials.mint()
+    assert call("POST", "/gradio_api/queue/join", cookies=[(COOKIE_NAME, owner)], json=join_body("t2")).status_code == 200
+    lost = call("POST", "/gradio_api/queue/join", cookies=[(COOKIE_NAME, credentials.mint())], json=join_body("t2"))
+    assert lost.status_code == 403 and "-c jar -b jar" in lost.json()["detail"]
