@@ -34,6 +34,12 @@ from security.owner import OwnerCredentials
 SCOPE_KEY = "cmw.mcp_caller"  # where the HTTP layer leaves the caller on the ASGI scope
 OWN_CART_TITLE = "Assistant cart (MCP)"
 NOTE = "(This change was made by an assistant connected over MCP.)"
+GONE = ("This cart's conversation was deleted. Nothing was changed. Start a new MCP session, or make a new "
+        "token in the CMW Agent page.")
+
+
+class CartGone(Exception):
+    """The conversation behind this cart was deleted (by its owner, or by retention)."""
 
 
 @dataclass(frozen=True)
@@ -71,45 +77,46 @@ class McpCarts:
             return caller.token.conversation_id  # a token names exactly one conversation: hints do not apply
         return self._credentials.keyed_hash("mcp-conversation", json.dumps([caller.transport_id, hint]))[:32]
 
-    def session(self, caller: McpCaller, hint: str | None) -> Session:
-        """This caller's live session for ``hint`` (created, or rebuilt after eviction, on first use)."""
+    async def session(self, caller: McpCaller, hint: str | None) -> Session:
+        """This caller's live session for ``hint`` (created, or rebuilt after eviction, on first use), in
+        its conversation. A session without a token gets its own stored conversation on first use."""
         hint = None if caller.token is not None else hint
         principal = self.principal(caller)
         session = self._registry.get_or_create(McpSessionKey(caller.transport_id, hint), owner=principal)
         session.principal = principal
-        conversation = self.conversation_id(caller, hint)
-        if session.memory.conversation_id != conversation:
-            session.agent.memory = self._manager.entry(conversation)
+        conversation_id = self.conversation_id(caller, hint)
+        if session.conversation.conversation_id != conversation_id:
+            if caller.token is None:
+                entry = self._manager.entry(conversation_id, principal)
+                async with entry.lock:
+                    await self._manager.record_turn(entry, principal, session.fingerprint, OWN_CART_TITLE)
+            if not await session.agent.open(conversation_id, principal):
+                raise CartGone(GONE)
+        if session.conversation.deleted:
+            raise CartGone(GONE)
         return session
 
     async def cart(self, caller: McpCaller, hint: str | None) -> Cart:
-        return (await self.session(caller, hint).memory.load()).cart
+        return (await (await self.session(caller, hint)).conversation.load()).cart
 
     async def change(self, caller: McpCaller, hint: str | None, name: str, args: dict,
                      action: Callable[[Cart], CartAction]) -> str:
         """Run one cart action on the caller's cart; a change is recorded like a chat tool call."""
-        session = self.session(caller, hint)
-        memory = session.memory
-        async with memory.turn_lock:  # never interleaves with a chat turn on the same conversation
-            result = action((await memory.load()).cart)
+        session = await self.session(caller, hint)
+        conversation = session.conversation
+        async with conversation.lock:  # the conversation's one lock: never interleaves with a chat turn
+            result = action((await conversation.load()).cart)
             if result.op is not None:
-                await self._note_activity(caller, session)
-                await memory.append_tool_action(name, args, result.text, result.op, NOTE)
+                if not await self._manager.note_activity(conversation, session.principal):
+                    raise CartGone(GONE)
+                await conversation.append_tool_action(name, args, result.text, result.op, NOTE)
         session.touch()
         return result.text
 
-    async def _note_activity(self, caller: McpCaller, session: Session) -> None:
-        store = self._manager.store
-        if caller.token is None:
-            await store.record_turn(session.memory.conversation_id, session.principal, session.fingerprint,
-                                    OWN_CART_TITLE)
-        else:
-            await store.touch(session.memory.conversation_id, session.principal)
-
     async def describe(self, caller: McpCaller, hint: str | None) -> str:
         """``my_session``: this MCP session only - never anything about another one, not even a count."""
-        session = self.session(caller, hint)
-        cart = (await session.memory.load()).cart
+        session = await self.session(caller, hint)
+        cart = (await session.conversation.load()).cart
         lines = ["Your MCP session:",
                  f"- Fingerprint: {session.fingerprint} (a keyed, one-way hash; the session id is never shown)",
                  f"- Started: {_when(session.created_at)}",

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import json
 import logging
-from urllib.parse import urlsplit
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.datastructures import Headers
 
 from mcp_server.carts import SCOPE_KEY, McpCaller
 from mcp_server.service import McpService
+from security.http_guard import is_cross_site
 
 log = logging.getLogger("cmw.mcp")
 
@@ -50,16 +51,6 @@ def _header(scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
-
-
-def is_cross_site(scope) -> bool:
-    """A browser request from another site: refused (MCP clients that are not browsers send neither)."""
-    if (_header(scope, b"sec-fetch-site") or "").lower() in {"cross-site", "same-site"}:
-        return True
-    origin = _header(scope, b"origin")
-    if origin is None:
-        return False
-    return origin == "null" or urlsplit(origin).netloc.lower() != (_header(scope, b"host") or "").lower()
 
 
 async def _refuse(send, status: int, message: str, extra_headers: list | None = None) -> None:
@@ -134,7 +125,7 @@ class McpEndpoint:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] not in MCP_PATHS:
             return await self.app(scope, receive, send)
-        if is_cross_site(scope):
+        if is_cross_site(Headers(scope=scope), frozenset()):  # stricter than the page: no allowed origins
             return await _refuse(send, 403, CROSS_SITE)
         version = _header(scope, b"mcp-protocol-version")
         if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:

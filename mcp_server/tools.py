@@ -8,7 +8,7 @@ caller on the scope is refused, never served from a shared cart.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Awaitable, Callable
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -16,7 +16,7 @@ from pydantic import WithJsonSchema
 
 from agent import cart_actions
 from mcp_server import arguments
-from mcp_server.carts import SCOPE_KEY, McpCaller, McpCarts
+from mcp_server.carts import SCOPE_KEY, CartGone, McpCaller, McpCarts
 from security.rate_limit import RateLimiter
 
 INSTRUCTIONS = ("A shopping cart. Each MCP session has its own cart; with an assistant token from the CMW Agent "
@@ -53,38 +53,47 @@ def build_mcp_server(carts: McpCarts, *, calls_per_minute: int) -> MCPServer:
         except arguments.ArgumentError as error:
             raise ToolError(str(error)) from None
 
+    async def run(ctx: Context, work: Callable[[McpCaller, str | None], Awaitable[str]]) -> str:
+        caller, hint = caller_and_hint(ctx)
+        try:
+            return await work(caller, hint)
+        except CartGone as gone:
+            raise ToolError(str(gone)) from None
+
     @server.tool()
     async def add_to_cart(item: Item, ctx: Context, quantity: Quantity = 1) -> str:
         """Add an item to your cart. Items not in the catalog are kept as custom items without a price."""
-        caller, hint = caller_and_hint(ctx)
         item, quantity = checked(arguments.item_name, item), checked(arguments.quantity, quantity)
-        return await carts.change(caller, hint, "add_to_cart", {"item": item, "quantity": quantity},
-                                  lambda cart: cart_actions.add_item(carts.catalog, cart, item, quantity))
+        return await run(ctx, lambda caller, hint: carts.change(
+            caller, hint, "add_to_cart", {"item": item, "quantity": quantity},
+            lambda cart: cart_actions.add_item(carts.catalog, cart, item, quantity)))
 
     @server.tool()
     async def remove_from_cart(item: Item, ctx: Context) -> str:
         """Remove an item (all of it) from your cart."""
-        caller, hint = caller_and_hint(ctx)
         item = checked(arguments.item_name, item)
-        return await carts.change(caller, hint, "remove_from_cart", {"item": item},
-                                  lambda cart: cart_actions.remove_item(carts.catalog, cart, item))
+        return await run(ctx, lambda caller, hint: carts.change(
+            caller, hint, "remove_from_cart", {"item": item},
+            lambda cart: cart_actions.remove_item(carts.catalog, cart, item)))
 
     @server.tool()
     async def view_cart(ctx: Context) -> str:
         """Show your cart with line prices and the total."""
-        caller, hint = caller_and_hint(ctx)
-        return cart_actions.view(carts.catalog, await carts.cart(caller, hint)).text
+
+        async def view(caller: McpCaller, hint: str | None) -> str:
+            return cart_actions.view(carts.catalog, await carts.cart(caller, hint)).text
+
+        return await run(ctx, view)
 
     @server.tool()
     async def clear_cart(ctx: Context) -> str:
         """Remove everything from your cart."""
-        caller, hint = caller_and_hint(ctx)
-        return await carts.change(caller, hint, "clear_cart", {}, lambda cart: cart_actions.clear())
+        return await run(ctx, lambda caller, hint: carts.change(caller, hint, "clear_cart", {},
+                                                                lambda cart: cart_actions.clear()))
 
     @server.tool()
     async def my_session(ctx: Context) -> str:
         """Facts about this MCP session only: fingerprint, when it started and was last active, its cart."""
-        caller, hint = caller_and_hint(ctx)
-        return await carts.describe(caller, hint)
+        return await run(ctx, carts.describe)
 
     return server

@@ -173,6 +173,11 @@ class ConversationMemoryManager:
         return entry.principal == principal and await self.store.record_turn(
             entry.conversation_id, principal, session_fingerprint, text)
 
+    async def note_activity(self, entry: ConversationMemory, principal: str) -> bool:
+        """Note a change that is not a chat turn (an assistant over MCP; caller holds the lock): only the
+        conversation's ``updated_at``. False when it was deleted or is not ``principal``'s."""
+        return not entry.deleted and await self.store.touch(entry.conversation_id, principal)
+
     async def conversations(self, principal: str) -> list[ConversationRecord]:
         return await self.store.list_for_owner(principal)
 
