@@ -44,6 +44,7 @@ from settings import Settings
 from ui.chat_handler import ChatHandlers
 from ui.conversations import ConversationHandlers
 from ui.edge import SessionEdge
+from ui.assistant import AssistantHandlers
 from ui.privacy import PrivacyHandlers
 from ui.layout import PAGE_CSS, PAGE_HEAD, build_ui
 
@@ -181,7 +182,8 @@ def build_app(settings: Settings | None = None) -> App:
     retention = RetentionSweeper(manager, days=settings.retention_days, interval=settings.retention_sweep_seconds)
     edge = SessionEdge(registry, credentials, on_first_request=retention.start)
     demo = build_ui(ChatHandlers(edge, manager, settings), ConversationHandlers(edge, manager),
-                    PrivacyHandlers(edge, manager, settings), settings, choice.label, choice.how_to_switch)
+                    PrivacyHandlers(edge, manager, settings, tokens), settings, choice.label, choice.how_to_switch,
+                    assistant=AssistantHandlers(edge, manager, tokens) if mcp else None)
     demo.queue(api_open=False, max_size=settings.gradio_event_limit,
                default_concurrency_limit=settings.gradio_event_limit)
     return App(demo, registry, credentials, manager, retention, settings, choice.label, mcp)

@@ -202,6 +202,7 @@ class ConversationMemoryManager:
         entries = {r.id: self.entry(r.id, principal) for r in await self.store.list_for_owner(principal)}
         entries.update({e.conversation_id: e for e in list(self._live.values()) if e.principal == principal})
         deleted = [await self._delete_entry(entry, principal) for entry in entries.values()]
+        await self.store.delete_tokens(principal)  # assistant tokens (MCP) die with everything else
         return sum(deleted)
 
     async def expire_untouched_since(self, cutoff: float) -> int:

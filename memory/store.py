@@ -240,6 +240,9 @@ class ConversationStore:
     async def revoke_token(self, token_id: str, owner: str) -> bool:
         return await self._change("DELETE FROM cmw_assistant_tokens WHERE id = ? AND owner = ?", token_id, owner) == 1
 
+    async def delete_tokens(self, owner: str) -> int:
+        return await self._change("DELETE FROM cmw_assistant_tokens WHERE owner = ?", owner)
+
     async def expire_tokens(self, now: float | None = None) -> int:
         return await self._change("DELETE FROM cmw_assistant_tokens WHERE expires_at <= ?",
                                   time.time() if now is None else now)
