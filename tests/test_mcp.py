@@ -380,3 +380,73 @@ async def test_keeps_panel_lists_tokens_and_delete_all_removes_them(make_setting
         assert "Assistant tokens" not in await privacy.keeps(request)
     finally:
         await app.manager.store.close()
+
+
+@pytest.mark.timeout(300)  # two cold starts of the app process; slow on a loaded 2-core machine
+def test_restart_keeps_the_cart_a_token_opens(tmp_path):
+    from test_continuity import ServerProcess
+
+    data = tmp_path / "data"
+    item = canary()
+    server = ServerProcess(data)
+    try:
+        web = Client(server.url, verbose=False)
+        web.predict("Add 2 apples to my cart", api_name="/chat")
+        made = web.predict(api_name="/assistant_token")
+        cookie = {"Cookie": "; ".join(f"{k}={v}" for k, v in web.cookies.items())}
+        web.close()
+
+        async def add():
+            async with mcp(server.url, made["token"]) as assistant:
+                await text(assistant, "add_to_cart", {"item": item, "quantity": 4})
+        asyncio.run(add())
+        tokenless, tokenless_id = raw_session(server.url)
+        tokenless.post("mcp", json=call("add_to_cart", {"item": "pears"}), headers={"mcp-session-id": tokenless_id})
+        tokenless.close()
+    finally:
+        server.stop()
+
+    server = ServerProcess(data)
+    try:
+        async def view():
+            async with mcp(server.url, made["token"]) as assistant:
+                return await text(assistant, "view_cart")
+        cart = asyncio.run(view())
+        assert f"4 × {item}" in cart and "2 × Apples" in cart
+        back = Client(server.url, verbose=False, headers=cookie)
+        [conversation] = back.predict(api_name="/conversations")
+        back.predict(conversation["id"], api_name="/resume")
+        assert f"4 × {item}" in back.predict("Show my cart", api_name="/chat")
+        back.close()
+        # a session without a token ends with the process (the SDK keeps transport sessions in memory):
+        # its id is refused with what to do, never mapped to someone else's cart
+        gone = httpx.post(server.url + "mcp", json=call("view_cart", {}),
+                          headers={**ACCEPT, "mcp-session-id": tokenless_id}, timeout=30)
+        assert gone.status_code == 404 and gone.json()["error"]["message"] == endpoint.UNKNOWN_SESSION
+    finally:
+        server.stop()
+
+
+async def test_no_mcp_tool_takes_a_session_or_user_id(make_settings):
+    from app_ng import build_app
+
+    app = build_app(make_settings())
+    tools = await app.mcp.server.list_tools()
+    assert {t.name for t in tools} == {"add_to_cart", "remove_from_cart", "view_cart", "clear_cart", "my_session"}
+    for tool in tools:
+        fields = set(tool.input_schema.get("properties", {}))
+        assert not {f for f in fields if any(w in f for w in ("session", "user", "owner", "thread", "conversation",
+                                                               "token"))}, (tool.name, fields)
+    schema = {t.name: t.input_schema for t in tools}["add_to_cart"]
+    assert schema["properties"]["item"]["maxLength"] == 200 and schema["properties"]["quantity"]["minimum"] == 1
+    assert schema["required"] == ["item"]
+
+
+def test_every_assistant_handler_takes_the_request():
+    import inspect
+
+    from ui.assistant import AssistantHandlers
+
+    for name, method in inspect.getmembers(AssistantHandlers, inspect.isfunction):
+        if not name.startswith("_"):
+            assert "request" in inspect.signature(method).parameters, name
