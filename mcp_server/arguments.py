@@ -16,8 +16,8 @@ CONVERSATION_HINT_KEYS = ("cmw/conversation", "openai/conversation", "conversati
 
 ITEM_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_ITEM_CHARS,
                "description": "product name, e.g. 'apples'; unknown items are kept as custom items without a price"}
-QUANTITY_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY, "default": 1,
-                   "description": "how many to add"}
+QUANTITY_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY,
+                   "description": "how many to add; 1 when left out"}
 
 
 class ArgumentError(ValueError):
