@@ -5,6 +5,7 @@ The tools' JSON schemas state the same limits; these checks run first, so a refu
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from agent.cart_actions import MAX_QUANTITY
@@ -14,10 +15,10 @@ MAX_HINT_CHARS = 200
 # `_meta` keys that hosts use for "which of my conversations is this"; a hint only narrows (see keys.py).
 CONVERSATION_HINT_KEYS = ("cmw/conversation", "openai/conversation", "conversationId", "conversation_id")
 
-ITEM_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_ITEM_CHARS,
-               "description": "product name, e.g. 'apples'; unknown items are kept as custom items without a price"}
-QUANTITY_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY,
-                   "description": "how many to add; 1 when left out"}
+ITEM_SCHEMA = MappingProxyType({"type": "string", "minLength": 1, "maxLength": MAX_ITEM_CHARS,
+                                "description": "product name, e.g. 'apples'; unknown items are kept as custom items without a price"})
+QUANTITY_SCHEMA = MappingProxyType({"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY,
+                                    "description": "how many to add; 1 when left out"})
 
 
 class ArgumentError(ValueError):

@@ -25,8 +25,8 @@ NO_CALLER = ("No MCP session: call `initialize` first and send its Mcp-Session-I
              "Nothing was changed.")
 TOO_FAST = "Too many calls in this MCP session (limit: {limit} per minute). Wait {wait} seconds and try again."
 
-Item = Annotated[Any, WithJsonSchema(arguments.ITEM_SCHEMA)]
-Quantity = Annotated[Any, WithJsonSchema(arguments.QUANTITY_SCHEMA)]
+Item = Annotated[Any, WithJsonSchema(dict(arguments.ITEM_SCHEMA))]
+Quantity = Annotated[Any, WithJsonSchema(dict(arguments.QUANTITY_SCHEMA))]
 
 
 def build_mcp_server(carts: McpCarts, *, calls_per_minute: int) -> MCPServer:

@@ -450,3 +450,17 @@ def test_every_assistant_handler_takes_the_request():
     for name, method in inspect.getmembers(AssistantHandlers, inspect.isfunction):
         if not name.startswith("_"):
             assert "request" in inspect.signature(method).parameters, name
+
+
+async def test_eviction_of_mcp_sessions_loses_nothing(launch_app):
+    app, url = launch_app(session_max=2)  # four MCP sessions take turns in a registry that holds two
+    items = [canary() for _ in range(4)]
+    async with mcp(url) as a, mcp(url) as b, mcp(url) as c, mcp(url) as d:
+        sessions = [a, b, c, d]
+        for round_ in range(2):
+            for session, item in zip(sessions, items):
+                await text(session, "add_to_cart", {"item": item})
+        carts = [await text(session, "view_cart") for session in sessions]
+        assert len(app.registry) <= 2
+    for item, cart in zip(items, carts):
+        assert f"2 × {item}" in cart and sum(other in cart for other in items) == 1

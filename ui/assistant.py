@@ -7,6 +7,7 @@ only a keyed hash), expires after ``CMW_MCP_TOKEN_HOURS``, and can be revoked he
 from __future__ import annotations
 
 import json
+from types import MappingProxyType
 from datetime import datetime, timezone
 
 import gradio as gr
@@ -16,7 +17,7 @@ from memory.conversation_memory import ConversationMemoryManager
 from memory.store import TokenRecord
 from ui.edge import SessionEdge
 
-HIDDEN = {"api_visibility": "private"}
+HIDDEN = MappingProxyType({"api_visibility": "private"})
 INTRO = ("Let an assistant that speaks MCP (Claude, ChatGPT connectors, IDE agents) use **this conversation's "
          "cart**: what it adds shows up here on your next message or reload. The token is shown once; treat it "
          "like a password. Without a token, an MCP client gets a cart of its own.")
