@@ -464,3 +464,33 @@ async def test_eviction_of_mcp_sessions_loses_nothing(launch_app):
         assert len(app.registry) <= 2
     for item, cart in zip(items, carts):
         assert f"2 × {item}" in cart and sum(other in cart for other in items) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_assistant_tokens_in_the_store(backend, request, make_settings):
+    """Tokens on each backend: verified by keyed hash, listed and revoked per owner, gone with their
+    conversation, with delete-all and when expired."""
+    from app_ng import build_app
+
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    app = build_app(make_settings(database_url=url))
+    store, tokens, manager = app.manager.store, app.mcp.tokens, app.manager
+    try:
+        entry = manager.entry(principal="alice")
+        async with entry.lock:
+            assert await manager.record_turn(entry, "alice", "fp", "hello")
+        kept, record = await tokens.mint("alice", entry.conversation_id)
+        other, _ = await tokens.mint("alice", "another-conversation")
+        bobs, bob_record = await tokens.mint("bob", "bobs-conversation")
+        assert (await tokens.verify(kept)) == record and await tokens.verify(kept + "x") is None
+        assert [r.id for r in await tokens.list("bob")] == [bob_record.id]
+        assert not await tokens.revoke(bob_record.id, "alice") and await tokens.verify(bobs) is not None
+        assert await manager.delete(entry.conversation_id, "alice")
+        assert await tokens.verify(kept) is None and await tokens.verify(other) is not None
+        await manager.delete_owner("alice")
+        assert await tokens.list("alice") == [] and await tokens.verify(bobs) is not None
+        assert await tokens.revoke(bob_record.id, "bob") and await tokens.verify(bobs) is None
+        expired, _ = await tokens.mint("bob", "bobs-conversation", now=time.time() - 10 * 86400)
+        assert await tokens.verify(expired) is None and await store.expire_tokens() == 1
+    finally:
+        await store.close()
