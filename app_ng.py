@@ -27,6 +27,11 @@ from agent.cmw_agent import AgentRuntime
 from agent.models import build_chat_model
 from starlette.middleware import Middleware
 
+from mcp_server.carts import McpCarts
+from mcp_server.http import McpEndpoint
+from mcp_server.keys import session_fingerprints
+from mcp_server.service import McpService
+from mcp_server.tokens import AssistantTokens
 from memory.conversation_memory import ConversationMemoryManager
 from memory.registry import SessionRegistry
 from memory.retention import RetentionSweeper
@@ -39,6 +44,7 @@ from settings import Settings
 from ui.chat_handler import ChatHandlers
 from ui.conversations import ConversationHandlers
 from ui.edge import SessionEdge
+from ui.assistant import AssistantHandlers
 from ui.privacy import PrivacyHandlers
 from ui.layout import PAGE_CSS, PAGE_HEAD, build_ui
 
@@ -56,6 +62,7 @@ class App:
     retention: RetentionSweeper
     settings: Settings
     model_label: str
+    mcp: McpService | None = None
     _stop_sweeper: threading.Event = field(default_factory=threading.Event)
 
     def launch(self, **overrides) -> None:
@@ -66,8 +73,10 @@ class App:
                            new_sessions_per_owner=settings.new_sessions_per_owner, monitoring=settings.monitoring)
         # Gradio's per-hash state lives exactly as long as the hash's binding (memory/bindings.py).
         self.registry.forget_state = lambda session_hash: forget_session_state(self.demo, session_hash)
+        # The guard runs first (outermost), so /mcp gets its cross-site checks too.
+        middleware = [guard] + ([Middleware(McpEndpoint, service=self.mcp)] if self.mcp else [])
         options = dict(max_threads=settings.max_threads, show_error=False, run_history=False, css=PAGE_CSS, head=PAGE_HEAD,
-                       footer_links=["api", "gradio"], app_kwargs={"middleware": [guard]},
+                       footer_links=["api", "gradio"], app_kwargs={"middleware": middleware},
                        state_session_capacity=self.registry.bindings.maxsize)
         options.update(overrides)
         self._start_session_sweeper()
@@ -78,6 +87,8 @@ class App:
         self._stop_sweeper.set()
         loop = server_loop(self.demo)
         try:
+            if self.mcp is not None:
+                self.mcp.close()
             if loop is not None and loop.is_running():
                 asyncio.run_coroutine_threadsafe(self.manager.store.close(), loop).result(timeout=10)
         except Exception:  # the store must not keep a failing test or a shutdown alive
@@ -160,17 +171,22 @@ def build_app(settings: Settings | None = None) -> App:
     key = load_or_create_key(settings.data_dir, settings.secret_key)
     credentials = OwnerCredentials(key)
     store = ConversationStore(data_dir=settings.data_dir, database_url=settings.database_url)
-    runtime = AgentRuntime(choice.model, load_catalog(), store.checkpointer, middleware=pii_middleware(settings))
+    catalog = load_catalog()
+    runtime = AgentRuntime(choice.model, catalog, store.checkpointer, middleware=pii_middleware(settings))
     manager = ConversationMemoryManager(runtime, store)
     registry = SessionRegistry(make_session_factory(manager), maxsize=settings.session_max,
-                               ttl=settings.session_ttl, fingerprint=credentials.fingerprint)
+                               ttl=settings.session_ttl, fingerprint=session_fingerprints(credentials))
+    tokens = AssistantTokens(store, credentials, hours=settings.mcp_token_hours)
+    mcp = (McpService(McpCarts(registry, manager, credentials, catalog), tokens, credentials, settings)
+           if settings.mcp_enabled else None)
     retention = RetentionSweeper(manager, days=settings.retention_days, interval=settings.retention_sweep_seconds)
     edge = SessionEdge(registry, credentials, on_first_request=retention.start)
     demo = build_ui(ChatHandlers(edge, manager, settings), ConversationHandlers(edge, manager),
-                    PrivacyHandlers(edge, manager, settings), settings, choice.label, choice.how_to_switch)
+                    PrivacyHandlers(edge, manager, settings, tokens), settings, choice.label, choice.how_to_switch,
+                    assistant=AssistantHandlers(edge, manager, tokens) if mcp else None)
     demo.queue(api_open=False, max_size=settings.gradio_event_limit,
                default_concurrency_limit=settings.gradio_event_limit)
-    return App(demo, registry, credentials, manager, retention, settings, choice.label)
+    return App(demo, registry, credentials, manager, retention, settings, choice.label, mcp)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

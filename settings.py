@@ -67,6 +67,12 @@ class Settings:
     retention_days: float = 30.0
     retention_sweep_seconds: float = 3600.0
     redact_pii: bool = False
+    # assistants over MCP (/mcp)
+    mcp_enabled: bool = True
+    mcp_sessions_per_address: int = 50  # MCP sessions a client address may open per hour
+    mcp_calls_per_minute: int = 60  # tool calls per MCP session per minute
+    mcp_max_sessions: int = 1000  # open MCP sessions in the whole process
+    mcp_token_hours: float = 24.0  # lifetime of an assistant token made in the page
 
     @property
     def gradio_event_limit(self) -> int:
@@ -120,6 +126,11 @@ class Settings:
             retention_days=max(0.0, _float(env, "CMW_RETENTION_DAYS", cls.retention_days)),
             retention_sweep_seconds=max(1.0, _float(env, "CMW_RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds)),
             redact_pii=_flag(env, "CMW_REDACT_PII"),
+            mcp_enabled=env.get("CMW_MCP", "1").strip().lower() not in {"0", "false", "no", "off"},
+            mcp_sessions_per_address=max(0, _int(env, "CMW_MCP_SESSIONS_PER_HOUR", cls.mcp_sessions_per_address)),
+            mcp_calls_per_minute=max(0, _int(env, "CMW_MCP_CALLS_PER_MINUTE", cls.mcp_calls_per_minute)),
+            mcp_max_sessions=max(1, _int(env, "CMW_MCP_MAX_SESSIONS", cls.mcp_max_sessions)),
+            mcp_token_hours=max(0.01, _float(env, "CMW_MCP_TOKEN_HOURS", cls.mcp_token_hours)),
         )
 
     def replace(self, **changes) -> "Settings":

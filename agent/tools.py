@@ -13,11 +13,11 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool
 from langgraph.types import Command
 
-from agent.cart import add_op, apply_cart_ops, cart_item_count, describe_cart, find_line
+from agent import cart_actions
+from agent.cart import Cart, cart_item_count
+from agent.cart_actions import CartAction
 from agent.catalog import Catalog
 from agent.context import TurnContext
-
-MAX_QUANTITY = 1000
 
 
 def _timestamp(epoch: float) -> str:
@@ -32,48 +32,36 @@ def _reply(runtime: ToolRuntime, text: str, cart_op: dict | None = None) -> Comm
     return Command(update=update)
 
 
+def _cart(runtime: ToolRuntime) -> Cart:
+    return dict(runtime.state.get("cart") or {})
+
+
+def _act(runtime: ToolRuntime, action: CartAction) -> Command:
+    return _reply(runtime, action.text, action.op)
+
+
 def build_tools(catalog: Catalog) -> list[BaseTool]:
     """The tool set; closes over the read-only catalog only."""
 
     @tool
     def add_to_cart(item: str, runtime: ToolRuntime[TurnContext], quantity: int = 1) -> Command:
         """Add an item to the user's shopping cart. `item` is the product name, `quantity` how many."""
-        if not 1 <= quantity <= MAX_QUANTITY:
-            return _reply(runtime, f"Quantity must be between 1 and {MAX_QUANTITY}; nothing was added.")
-        op = add_op(catalog, item, quantity)
-        cart = dict(runtime.state.get("cart") or {})
-        cart = apply_cart_ops(cart, op)
-        if op["price"] is None:
-            text = (f"Added {quantity} × {op['name']} to your cart as a custom item: it is not in our "
-                    f"catalog, so it has no price.")
-        else:
-            per = "each" if op["unit"] == "each" else f"per {op['unit']}"
-            text = f"Added {quantity} × {op['name']} (${op['price']:.2f} {per}) to your cart."
-        return _reply(runtime, f"{text}\n{describe_cart(cart, catalog.currency)}", op)
+        return _act(runtime, cart_actions.add_item(catalog, _cart(runtime), item, quantity))
 
     @tool
     def remove_from_cart(item: str, runtime: ToolRuntime[TurnContext], quantity: int | None = None) -> Command:
         """Remove an item from the user's cart; without `quantity`, remove all of it."""
-        cart = dict(runtime.state.get("cart") or {})
-        key = find_line(cart, catalog, item)
-        if key is None:
-            return _reply(runtime, f"There is no {item} in your cart, so nothing was removed.\n"
-                                   f"{describe_cart(cart, catalog.currency)}")
-        op = {"op": "remove", "key": key, "qty": quantity}
-        name = cart[key]["name"]
-        cart = apply_cart_ops(cart, op)
-        removed = f"{quantity} × {name}" if quantity else f"all {name}"
-        return _reply(runtime, f"Removed {removed} from your cart.\n{describe_cart(cart, catalog.currency)}", op)
+        return _act(runtime, cart_actions.remove_item(catalog, _cart(runtime), item, quantity))
 
     @tool
     def view_cart(runtime: ToolRuntime[TurnContext]) -> Command:
         """Show the user's cart with line prices and the total."""
-        return _reply(runtime, describe_cart(runtime.state.get("cart") or {}, catalog.currency))
+        return _act(runtime, cart_actions.view(catalog, _cart(runtime)))
 
     @tool
     def clear_cart(runtime: ToolRuntime[TurnContext]) -> Command:
         """Remove everything from the user's cart."""
-        return _reply(runtime, "Your cart is now empty.", {"op": "clear"})
+        return _act(runtime, cart_actions.clear())
 
     @tool
     def session_info(runtime: ToolRuntime[TurnContext]) -> Command:

@@ -78,6 +78,22 @@ class ConversationMemory:
         graph = await self._runtime.graph()
         await graph.aupdate_state(self.config, update, as_node="model")
 
+    async def append_tool_action(self, name: str, args: dict, text: str, cart_op: dict | None, note: str) -> None:
+        """Record a cart action made outside a chat turn (an assistant over MCP) as the chat tools record
+        theirs: a tool call, its result carrying the cart operation (so Undo/Retry replay it), and a short
+        visible note. The graph is left with nothing pending."""
+        call_id = f"mcp_{uuid.uuid4().hex}"
+        messages = [AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}],
+                              response_metadata={"source": "mcp"}),
+                    ToolMessage(content=text, tool_call_id=call_id, name=name,
+                                artifact={"cart_op": cart_op} if cart_op else None),
+                    AIMessage(content=note, response_metadata={"source": "mcp"})]
+        update: dict[str, Any] = {"messages": messages}
+        if cart_op:
+            update["cart"] = cart_op
+        graph = await self._runtime.graph()
+        await graph.aupdate_state(self.config, update, as_node="model")
+
     async def drop_last_turn(self) -> str | None:
         """Forget the last user turn and everything after it (cart included). Returns its text."""
         transcript = await self.load()
@@ -157,6 +173,11 @@ class ConversationMemoryManager:
         return entry.principal == principal and await self.store.record_turn(
             entry.conversation_id, principal, session_fingerprint, text)
 
+    async def note_activity(self, entry: ConversationMemory, principal: str) -> bool:
+        """Note a change that is not a chat turn (an assistant over MCP; caller holds the lock): only the
+        conversation's ``updated_at``. False when it was deleted or is not ``principal``'s."""
+        return not entry.deleted and await self.store.touch(entry.conversation_id, principal)
+
     async def conversations(self, principal: str) -> list[ConversationRecord]:
         return await self.store.list_for_owner(principal)
 
@@ -181,6 +202,7 @@ class ConversationMemoryManager:
         entries = {r.id: self.entry(r.id, principal) for r in await self.store.list_for_owner(principal)}
         entries.update({e.conversation_id: e for e in list(self._live.values()) if e.principal == principal})
         deleted = [await self._delete_entry(entry, principal) for entry in entries.values()]
+        await self.store.delete_tokens(principal)  # assistant tokens (MCP) die with everything else
         return sum(deleted)
 
     async def expire_untouched_since(self, cutoff: float) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from typing import Callable
+from typing import Callable, Hashable
 
 from cachetools import TTLCache
 
@@ -39,11 +39,15 @@ class _ReleasingTTLCache(TTLCache):
 
 
 class SessionRegistry:
-    def __init__(self, factory: SessionFactory, *, maxsize: int, ttl: float, fingerprint: Callable[[str], str],
+    def __init__(self, factory: SessionFactory, *, maxsize: int, ttl: float, fingerprint: Callable[[Hashable], str],
                  timer: Callable[[], float] = time.monotonic, bindings_max: int | None = None,
                  binding_ttl: float | None = None):
         """``fingerprint``: the keyed one-way hash that names a session in logs, the UI and the store.
-        Bindings default to ten times the live sessions and the same idle TTL."""
+        Bindings default to ten times the live sessions and the same idle TTL.
+
+        Keys are Gradio session_hash strings, or other hashable types that can never equal one (an MCP
+        session is a ``mcp_server.keys.McpSessionKey``): no string prefixes, so no two kinds can collide.
+        """
         self._factory = factory
         self._fingerprint = fingerprint
         self._cache = _ReleasingTTLCache(maxsize=maxsize, ttl=ttl, timer=timer)
@@ -54,7 +58,7 @@ class SessionRegistry:
         self.events = EventOwners(timer=timer)
         self.forget_state: Callable[[str], None] = lambda key: None  # set by the app: Gradio's per-hash state
 
-    def get_or_create(self, session_key: str, owner: str | None = None, username: str | None = None) -> Session:
+    def get_or_create(self, session_key: Hashable, owner: str | None = None, username: str | None = None) -> Session:
         """The session for ``session_key``, created on first use; its idle clock restarts.
 
         A session is only ever served to the owner it was created for: a request naming the same key
@@ -81,13 +85,13 @@ class SessionRegistry:
         """Bind a key to ``owner`` at its first use (see :class:`SessionBindings`)."""
         return self.bindings.bind(session_key, owner) if session_key and owner else Bound.TAKEN
 
-    def peek(self, session_key: str) -> Session | None:
+    def peek(self, session_key: Hashable) -> Session | None:
         """The live session for a key without creating or touching it."""
         with self._lock:
             self._cache.expire()
             return self._cache.get(session_key)
 
-    def discard(self, session_key: str) -> None:
+    def discard(self, session_key: Hashable) -> None:
         """Release the live session of a key (its binding stays: nobody else can take the key)."""
         with self._lock:
             session = self._cache.pop(session_key, None)

@@ -27,9 +27,10 @@ class RetentionSweeper:
         self._task: asyncio.Task | None = None
 
     async def sweep_once(self, now: float | None = None) -> int:
+        now = self._clock() if now is None else now
+        await self._manager.store.expire_tokens(now)  # expired assistant tokens open nothing; drop them
         if self._max_age <= 0:
             return 0  # retention 0 means keep forever
-        now = self._clock() if now is None else now
         deleted = await self._manager.expire_untouched_since(now - self._max_age)
         if deleted:
             log.info("retention: deleted %d conversation(s) untouched for %.0f days", deleted, self._max_age / 86400)

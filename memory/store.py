@@ -30,6 +30,26 @@ CREATE TABLE IF NOT EXISTS cmw_conversations (
 )"""
 _INDEX = "CREATE INDEX IF NOT EXISTS cmw_conversations_owner ON cmw_conversations (owner, updated_at)"
 _COLUMNS = "id, owner, title, created_at, updated_at, last_session"
+# Assistant (MCP) tokens: only a keyed hash of each token is kept; a token opens one conversation of its owner.
+_TOKENS = """
+CREATE TABLE IF NOT EXISTS cmw_assistant_tokens (
+    token_hash TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+)"""
+_TOKEN_COLUMNS = "id, owner, conversation_id, created_at, expires_at"
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    id: str  # a random label for listing and revoking; not the token
+    owner: str
+    conversation_id: str
+    created_at: float
+    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -86,6 +106,7 @@ class ConversationStore:
         await sql.execute("PRAGMA busy_timeout=5000")
         await sql.execute(_SCHEMA)
         await sql.execute(_INDEX)
+        await sql.execute(_TOKENS)
         await sql.commit()
         self._sql, self._saver = sql, saver
 
@@ -102,6 +123,7 @@ class ConversationStore:
         async with pool.connection() as conn:
             await conn.execute(_SCHEMA)
             await conn.execute(_INDEX)
+            await conn.execute(_TOKENS)
         self._sql, self._saver = pool, saver
 
     async def checkpointer(self):
@@ -153,6 +175,11 @@ class ConversationStore:
             "WHERE cmw_conversations.owner = excluded.owner",
             conversation_id, owner, title_from(message) or "New chat", now, now, session) == 1
 
+    async def touch(self, conversation_id: str, owner: str, now: float | None = None) -> bool:
+        """Note activity that is not a chat turn (an assistant changed the cart): only ``updated_at``."""
+        return await self._change("UPDATE cmw_conversations SET updated_at = ? WHERE id = ? AND owner = ?",
+                                  time.time() if now is None else now, conversation_id, owner) == 1
+
     async def get(self, conversation_id: str, owner: str) -> ConversationRecord | None:
         rows = await self._rows(f"SELECT {_COLUMNS} FROM cmw_conversations WHERE id = ? AND owner = ?",
                                 conversation_id, owner)
@@ -177,6 +204,8 @@ class ConversationStore:
 
     async def delete(self, conversation_id: str, owner: str) -> bool:
         if await self._change("DELETE FROM cmw_conversations WHERE id = ? AND owner = ?", conversation_id, owner):
+            await self._change("DELETE FROM cmw_assistant_tokens WHERE conversation_id = ? AND owner = ?",
+                               conversation_id, owner)
             await self._saver.adelete_thread(conversation_id)
             return True
         return False
@@ -189,3 +218,31 @@ class ConversationStore:
         """Conversations last updated before ``cutoff`` (epoch seconds): what retention deletes."""
         rows = await self._rows(f"SELECT {_COLUMNS} FROM cmw_conversations WHERE updated_at < ?", cutoff)
         return [ConversationRecord(*r) for r in rows]
+
+    # -- assistant tokens ----------------------------------------------------------------------
+    async def add_token(self, token_hash: str, record: TokenRecord) -> None:
+        await self._change(f"INSERT INTO cmw_assistant_tokens (token_hash, {_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                           token_hash, record.id, record.owner, record.conversation_id, record.created_at,
+                           record.expires_at)
+
+    async def token_by_hash(self, token_hash: str, now: float | None = None) -> TokenRecord | None:
+        """The live (unexpired) token with this hash, if any."""
+        rows = await self._rows(f"SELECT {_TOKEN_COLUMNS} FROM cmw_assistant_tokens "
+                                "WHERE token_hash = ? AND expires_at > ?", token_hash,
+                                time.time() if now is None else now)
+        return TokenRecord(*rows[0]) if rows else None
+
+    async def tokens_for_owner(self, owner: str) -> list[TokenRecord]:
+        rows = await self._rows(f"SELECT {_TOKEN_COLUMNS} FROM cmw_assistant_tokens WHERE owner = ? "
+                                "ORDER BY created_at DESC, id", owner)
+        return [TokenRecord(*r) for r in rows]
+
+    async def revoke_token(self, token_id: str, owner: str) -> bool:
+        return await self._change("DELETE FROM cmw_assistant_tokens WHERE id = ? AND owner = ?", token_id, owner) == 1
+
+    async def delete_tokens(self, owner: str) -> int:
+        return await self._change("DELETE FROM cmw_assistant_tokens WHERE owner = ?", owner)
+
+    async def expire_tokens(self, now: float | None = None) -> int:
+        return await self._change("DELETE FROM cmw_assistant_tokens WHERE expires_at <= ?",
+                                  time.time() if now is None else now)

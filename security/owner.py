@@ -70,3 +70,7 @@ class OwnerCredentials:
     def fingerprint(self, value: str) -> str:
         """A keyed, one-way name for logs and the UI."""
         return self._mac("fingerprint", value).hex()[:16]
+
+    def keyed_hash(self, purpose: str, value: str) -> str:
+        """A full-length keyed, one-way hash under its own purpose (e.g. how assistant tokens are stored)."""
+        return self._mac(purpose, value).hex()

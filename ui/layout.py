@@ -16,6 +16,7 @@ from settings import Settings
 from ui import sidebar
 from ui.chat_handler import LATEST_CONVERSATION, ChatHandlers, ready_box
 from ui.conversations import ConversationHandlers
+from ui.assistant import AssistantHandlers, build_assistant_panel
 from ui.privacy import PrivacyHandlers
 
 EXAMPLES = ("My name is Alice", "What's my name?", "Add 2 apples to my cart", "Show my cart", "Show my session",
@@ -73,7 +74,8 @@ body:has(#notice) #chatbot, body:has(#cookie-notice) #chatbot { height: calc(100
 
 
 def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: PrivacyHandlers,
-             settings: Settings, model_label: str, how_to_switch: str) -> gr.Blocks:
+             settings: Settings, model_label: str, how_to_switch: str,
+             assistant: AssistantHandlers | None = None) -> gr.Blocks:
     limit = settings.gradio_event_limit  # running turns + waiting ones (see security/admission.py)
     with gr.Blocks(title="CMW Agent", delete_cache=(600, 600)) as demo:
         conversation_ref = gr.Textbox(visible=False, elem_id="conversation-ref")
@@ -81,6 +83,8 @@ def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: P
             new_chat = gr.Button("New chat", elem_id="new-chat", variant="secondary", size="md")
             conversation_list = gr.HTML([], html_template=sidebar.TEMPLATE, css_template=sidebar.CSS,
                                         js_on_load=sidebar.JS, elem_id="conversations")
+            if assistant is not None:
+                build_assistant_panel(assistant, conversation_ref)
             with gr.Accordion("Your data", open=False, elem_id="data-panel") as data_panel:
                 keeps = gr.Markdown(elem_id="keeps")
                 show_keeps = gr.Button("Refresh", size="sm")

@@ -14,6 +14,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from agent.cart import cart_item_count, describe_cart
 from memory.conversation_memory import ConversationMemoryManager
+from mcp_server.tokens import AssistantTokens
 from settings import Settings
 from ui.edge import SessionEdge
 from ui.render import STOPPED_NOTE
@@ -42,10 +43,12 @@ def _message_record(message) -> dict:
 
 
 class PrivacyHandlers:
-    def __init__(self, edge: SessionEdge, manager: ConversationMemoryManager, settings: Settings):
+    def __init__(self, edge: SessionEdge, manager: ConversationMemoryManager, settings: Settings,
+                 tokens: AssistantTokens | None = None):
         self._edge = edge
         self._manager = manager
         self._settings = settings
+        self._tokens = tokens
 
     async def _collect(self, session) -> list[dict]:
         conversations = []
@@ -81,7 +84,21 @@ class PrivacyHandlers:
                 title = c["title"].replace("|", "\\|")
                 lines.append(f"| {title} | {shown} | {cart_item_count(c['cart'])} | {c['updated_at']} | "
                              f"{c['deleted_after']} |")
+        lines += await self._token_lines(session, {c["id"]: c["title"] for c in conversations})
         return "\n".join(lines)
+
+    async def _token_lines(self, session, titles: dict[str, str]) -> list[str]:
+        """Assistant (MCP) tokens: which conversation each opens and when it expires (never the token)."""
+        records = await self._tokens.list(session.principal) if self._tokens is not None else []
+        if not records:
+            return []
+        lines = ["", f"- **Assistant tokens (MCP):** {len(records)}. Only a keyed hash of each is stored; each dies "
+                     "when it expires, when revoked under *Connect an assistant*, with its conversation, or with "
+                     "*Delete all my data*.", "", "| token | opens conversation | made | expires |", "|---|---|---|---|"]
+        for r in records:
+            title = titles.get(r.conversation_id, "(deleted)").replace("|", "\\|")
+            lines.append(f"| {r.id} | {title} | {_iso(r.created_at)} | {_iso(r.expires_at)} |")
+        return lines
 
     async def export(self, request: gr.Request) -> tuple[list[str], str]:
         """Write this owner's data as JSON and Markdown into a fresh per-request folder; returns the paths

@@ -132,16 +132,16 @@ def test_two_tabs_of_one_browser_are_separate_conversations(launch_app, open_cha
 
 # 3 ------------------------------------------------------------------------------------------------
 def test_tool_call_is_a_collapsible_bubble_from_pending_to_done(launch_app, open_chat, monkeypatch):
-    import agent.tools
+    import agent.cart_actions
 
     # A slow tool (as a real one may be), so that the pending state stays on screen long enough to see.
-    real_add_op = agent.tools.add_op
+    real_add_op = agent.cart_actions.add_op
 
     def slow_add_op(*args, **kwargs):
         time.sleep(0.8)
         return real_add_op(*args, **kwargs)
 
-    monkeypatch.setattr(agent.tools, "add_op", slow_add_op)
+    monkeypatch.setattr(agent.cart_actions, "add_op", slow_add_op)  # the chat's add_to_cart runs it
     app, url = launch_app()
     chat = open_chat(app, url)
     chat.arm()
