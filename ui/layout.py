@@ -142,7 +142,8 @@ def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: P
             privacy.forget_export, [export_folder], None, **HIDDEN)
         delete_all.click(lambda: gr.Column(visible=True), None, [confirm_row], queue=False, **HIDDEN)
         cancel.click(lambda: gr.Column(visible=False), None, [confirm_row], queue=False, **HIDDEN)
-        confirm.click(privacy.delete_all, None, [chatbot, conversation_ref], **HIDDEN).then(
+        confirm.click(privacy.delete_all, None, [chatbot, conversation_ref], api_name="delete_all_from_page",
+                      **HIDDEN).then(
             lambda: gr.Column(visible=False), None, [confirm_row], queue=False, **HIDDEN).then(
             conversations.refresh, None, [conversation_list], **QUIET).then(privacy.keeps, None, [keeps], **HIDDEN)
         demo.unload(chat.unload)
