@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 SQLITE_FILE = "cmw.sqlite"
+SQLITE_BUSY_MS = 30_000  # two connections (checkpoints, conversation rows) share the file: wait, don't fail
 TITLE_CHARS = 60
 
 _SCHEMA = """
@@ -100,10 +101,11 @@ class ConversationStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         saver_conn = await aiosqlite.connect(self.path)
         await saver_conn.execute("PRAGMA journal_mode=WAL")
+        await saver_conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
         saver = AsyncSqliteSaver(saver_conn)
         await saver.setup()
         sql = await aiosqlite.connect(self.path)
-        await sql.execute("PRAGMA busy_timeout=5000")
+        await sql.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
         await sql.execute(_SCHEMA)
         await sql.execute(_INDEX)
         await sql.execute(_TOKENS)
