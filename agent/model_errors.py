@@ -1,0 +1,124 @@
+"""Why a model call failed, in one sentence a person can act on (the detail goes to the operator's log).
+
+:func:`model_failure` maps whatever the model layer raised - openai / langchain-openai / httpx errors,
+our own timeouts, malformed replies - anywhere in the exception's chain to a :class:`Failure`: a short
+``kind`` for logs and stored notices, and the sentence the chat shows (and ``/chat`` returns). Failures
+that are not the model's (storage, bugs) are ui/failures.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+SERVER_HINT = "the server's log has the details"
+
+
+class ModelSilent(asyncio.TimeoutError):
+    """The model server sent nothing for too long (before the first chunk, or between two)."""
+
+    def __init__(self, seconds: float, first: bool):
+        self.seconds, self.first = seconds, first
+        where = "before its first chunk" if first else "between two chunks"
+        super().__init__(f"model server silent for {seconds:g} s {where}")
+
+
+class MalformedToolCall(ValueError):
+    """The model asked for a tool with arguments that are not valid JSON (nothing was run)."""
+
+
+class ToolsUnsupported(RuntimeError):
+    """The model server rejects the ``tools`` parameter (a server-side flag is missing)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: str  # unreachable | auth | model_not_found | context | tools | rate_limited | timeout | ...
+    sentence: str
+
+
+SENTENCES = {
+    "unreachable": "The model server cannot be reached right now; please try again in a minute "
+                   "(if it keeps happening, the operator should check that it is running).",
+    "auth": "The model server refused this app's API key; the operator needs to fix OPENAI_API_KEY.",
+    "model_not_found": "The model server does not know the configured model; the operator needs to fix "
+                       "CMW_MODEL (or OPENAI_BASE_URL, which usually ends in /v1).",
+    "context": "This conversation is too long for the model; start a New chat, or send a shorter message.",
+    "tools": "The model server does not accept tools, so the cart is unavailable; the operator can enable "
+             "tool calling on the server (see the README).",
+    "rate_limited": "The model provider is rate-limiting this app; please wait a minute and try again.",
+    "timeout": "The model server did not answer in time; please try again (a shorter question may help).",
+    "empty": "The model server ended the answer before sending anything (often a sign the conversation is "
+             "too long for it); please try again or start a New chat.",
+    "malformed_tool_call": "The model asked for a tool in a form that could not be read, so nothing was "
+                           "done; please try again or rephrase.",
+    "server_error": "The model server had an internal error; please try again.",
+    "unknown": "Sorry, something went wrong while answering; please try again.",
+}
+
+_CONTEXT_WORDS = ("context length", "context_length", "context window", "maximum context", "too many tokens",
+                  "prompt is too long", "exceeds the context", "n_ctx", "input tokens exceed")
+_TOOLS_WORDS = ("--enable-auto-tool-choice", "--jinja", "tool choice", "tool_choice", "does not support tools",
+                "tools param", "tools are not supported", "tool calling is not", "function calling is not")
+
+
+def _status(error: BaseException) -> int | None:
+    status = getattr(error, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def error_chain(error: BaseException | None):
+    """``error``, then what caused it, and so on (each once)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _kind(error: BaseException) -> str | None:
+    import httpx
+    import openai
+
+    text = str(error).lower()
+    if isinstance(error, (ModelSilent, openai.APITimeoutError, httpx.TimeoutException)):
+        return "timeout"
+    if isinstance(error, MalformedToolCall):
+        return "malformed_tool_call"
+    if isinstance(error, ToolsUnsupported):
+        return "tools"
+    if isinstance(error, (openai.APIConnectionError, httpx.ConnectError, ConnectionRefusedError)):
+        return "unreachable"
+    if isinstance(error, (httpx.RemoteProtocolError, httpx.ReadError)):
+        return "dropped"
+    status = _status(error)
+    if status in (401, 403):
+        return "auth"
+    if status == 429:
+        return "rate_limited"
+    if status is not None or isinstance(error, openai.APIError):
+        if any(word in text for word in _CONTEXT_WORDS) or type(error).__name__.endswith("ContextOverflowError"):
+            return "context"
+        if status in (400, 422, 500) and any(word in text for word in _TOOLS_WORDS):
+            return "tools"
+        if status == 404:
+            return "model_not_found"
+        if status is None or status >= 500:
+            return "server_error"
+    if isinstance(error, ValueError) and "no generations found in stream" in text:
+        return "empty"
+    return None
+
+
+def model_failure(error: BaseException) -> Failure | None:
+    """The model's failure found in ``error``'s chain, with its sentence; None when it is not the model's."""
+    for link in error_chain(error):
+        kind = _kind(link)
+        if kind:
+            return Failure(kind, SENTENCES[kind])
+    return None
+
+
+def is_tools_rejection(error: BaseException) -> bool:
+    failure = model_failure(error)
+    return failure is not None and failure.kind == "tools"
