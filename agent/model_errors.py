@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from types import MappingProxyType
 
 SERVER_HINT = "the server's log has the details"
 
@@ -37,7 +38,7 @@ class Failure:
     sentence: str
 
 
-SENTENCES = {
+SENTENCES = MappingProxyType({
     "unreachable": "The model server cannot be reached right now; please try again in a minute "
                    "(if it keeps happening, the operator should check that it is running).",
     "auth": "The model server refused this app's API key; the operator needs to fix OPENAI_API_KEY.",
@@ -53,8 +54,8 @@ SENTENCES = {
     "malformed_tool_call": "The model asked for a tool in a form that could not be read, so nothing was "
                            "done; please try again or rephrase.",
     "server_error": "The model server had an internal error; please try again.",
-    "unknown": "Sorry, something went wrong while answering; please try again.",
-}
+    "dropped": "The model server broke off the answer; please try again (a New chat helps if it keeps happening).",
+})
 
 _CONTEXT_WORDS = ("context length", "context_length", "context window", "maximum context", "too many tokens",
                   "prompt is too long", "exceeds the context", "n_ctx", "input tokens exceed")

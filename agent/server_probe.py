@@ -24,8 +24,6 @@ from settings import Settings
 
 log = logging.getLogger("cmw.probe")
 PROBE_TIMEOUT = 5.0
-TOOL_PROBE = {"type": "function", "function": {
-    "name": "ping", "description": "Answer a ping.", "parameters": {"type": "object", "properties": {}}}}
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,9 @@ def _choose(settings: Settings, models: list[dict] | None) -> tuple[str, int | N
 
 
 def _accepts_tools(client: httpx.Client, settings: Settings, model: str) -> bool | None:
-    body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "tools": [TOOL_PROBE],
+    ping = {"type": "function", "function": {"name": "ping", "description": "Answer a ping.",
+                                             "parameters": {"type": "object", "properties": {}}}}
+    body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "tools": [ping],
             "max_tokens": 1, "stream": False}
     try:
         response = client.post(f"{settings.openai_base_url}/chat/completions", json=body,

@@ -228,3 +228,20 @@ async def test_a_server_that_rejects_tools_found_in_a_turn_runs_it_again_without
     assert [("tools" in body) for body in server.requests] == [True, False]
     assert [m.text for m in await chat.stored()] == ["Add 2 apples to my cart", "Echo: Add 2 apples to my cart"]
     assert await chat.say("hello") == "Echo: hello"
+
+
+async def test_a_long_conversation_keeps_working_and_says_what_left_the_models_view(make_server, make_chat):
+    """A server with a small window (and a context error past it): the oldest turns leave the request."""
+    server = make_server(context_tokens=1500)
+    chat = await make_chat(server, max_output_tokens=100)
+    assert chat.app.manager.runtime.server.context_tokens == 1500  # from the server's model list
+    texts = [f"Turn {n}: " + " ".join(["lorem ipsum dolor sit amet"] * 14) for n in range(8)]
+    replies = [await chat.say(text) for text in texts]
+
+    assert [reply.split("\n\n")[0] for reply in replies] == [f"Echo: {text}" for text in texts], replies
+    assert "no longer in the model's view" not in replies[0]
+    assert "no longer in the model's view" in replies[-1]
+    last = sent_to_model(server.requests[-1])
+    assert last[-1] == ("user", texts[-1]) and ("user", texts[0]) not in last
+    assert last[0][0] == "user"  # the window starts on a whole turn
+    assert len([m for m in await chat.stored() if isinstance(m, HumanMessage)]) == 8  # memory keeps them all
