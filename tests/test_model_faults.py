@@ -245,3 +245,20 @@ async def test_a_long_conversation_keeps_working_and_says_what_left_the_models_v
     assert last[-1] == ("user", texts[-1]) and ("user", texts[0]) not in last
     assert last[0][0] == "user"  # the window starts on a whole turn
     assert len([m for m in await chat.stored() if isinstance(m, HumanMessage)]) == 8  # memory keeps them all
+
+
+async def test_a_server_gone_away_is_named_and_exports_set_the_notice_apart(make_server, make_chat):
+    server = make_server()
+    chat = await make_chat(server)
+    assert await chat.say(NAME) == f"Echo: {NAME}"
+    server.stop()
+    assert await chat.say("Are you there?") == SENTENCES["unreachable"]
+
+    from ui.privacy import PrivacyHandlers, _message_record
+
+    records = [_message_record(m) for m in await chat.stored()]
+    assert records[-1] == {"role": "assistant", "content": SENTENCES["unreachable"], "notice": "unreachable"}
+    markdown = PrivacyHandlers._markdown({"exported_at": "now", "conversations": [{
+        "title": "t", "created_at": "c", "updated_at": "u", "deleted_after": "d", "messages": records, "cart": {}}]})
+    assert f"> {notice_text(SENTENCES['unreachable'])} _(a notice from the app; the model never saw it)_" in markdown
+    assert f"**Assistant:** {SENTENCES['unreachable']}" not in markdown
