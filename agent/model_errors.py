@@ -58,7 +58,7 @@ SENTENCES = MappingProxyType({
 })
 
 _CONTEXT_WORDS = ("context length", "context_length", "context window", "maximum context", "too many tokens",
-                  "prompt is too long", "exceeds the context", "n_ctx", "input tokens exceed")
+                  "prompt is too long", "exceeds the context", "n_ctx", "input tokens exceed", "context size")
 _TOOLS_WORDS = ("--enable-auto-tool-choice", "--jinja", "tool choice", "tool_choice", "does not support tools",
                 "tools param", "tools are not supported", "tool calling is not", "function calling is not")
 
