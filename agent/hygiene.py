@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from langchain.agents.middleware import AgentMiddleware, ModelRequest
+from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from langgraph.config import get_stream_writer
@@ -132,17 +132,17 @@ class TurnHygiene(AgentMiddleware):
         return request.override(**changes)
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable) -> Any:
-        return handler(self._prepare(request))
+        return _mark_cut(handler(self._prepare(request)))
 
     async def awrap_model_call(self, request: ModelRequest, handler: Callable) -> Any:
-        return await handler(self._prepare(request))
+        return _mark_cut(await handler(self._prepare(request)))
 
-    def after_model(self, state: dict, runtime: Any) -> dict | None:
-        last = state["messages"][-1] if state.get("messages") else None
-        if not isinstance(last, AIMessage):
-            return None
-        reason = cut_reason(last)
-        if reason is None:
-            return None
-        marked = last.model_copy(update={"response_metadata": {**last.response_metadata, CUT: reason}})
-        return {"messages": [marked]}
+
+def _mark_cut(response: Any) -> Any:
+    """Mark a cut answer before it is stored (in the model's own step: no extra checkpoint)."""
+    messages = response.result if isinstance(response, ModelResponse) else [response]
+    for message in messages:
+        reason = cut_reason(message) if isinstance(message, AIMessage) else None
+        if reason:
+            message.response_metadata = {**message.response_metadata, CUT: reason}
+    return response
