@@ -6,7 +6,8 @@ import httpx
 import openai
 import pytest
 
-from agent.model_errors import SENTENCES, MalformedToolCall, ModelSilent, explain
+from agent.model_errors import SENTENCES, MalformedToolCall, ModelSilent, model_failure
+from ui.failures import SOMETHING_FAILED, STORE_DOWN, turn_failure
 
 REQUEST = httpx.Request("POST", "http://127.0.0.1:8000/v1/chat/completions")
 
@@ -38,11 +39,28 @@ def status_error(status: int, message: str) -> openai.APIStatusError:
     (status_error(400, "registry.ollama.ai/library/gemma:2b does not support tools"), "tools"),
     (ValueError("No generations found in stream."), "empty"),
     (MalformedToolCall("bad"), "malformed_tool_call"),
-    (RuntimeError("something else"), "unknown"),
+    (httpx.RemoteProtocolError("peer closed connection without sending complete message body"), "dropped"),
 ])
 def test_each_failure_has_its_sentence(error, kind):
-    failure = explain(error)
+    failure = model_failure(error)
     assert failure.kind == kind and failure.sentence == SENTENCES[kind]
+    assert turn_failure(error) == failure
+
+
+def test_a_cause_deeper_in_the_chain_counts_and_other_failures_are_not_the_models():
+    import sqlite3
+
+    try:
+        try:
+            raise openai.APIConnectionError(request=REQUEST)
+        except openai.APIConnectionError as error:
+            raise RuntimeError("graph step failed") from error
+    except RuntimeError as wrapped:
+        assert model_failure(wrapped).kind == "unreachable"
+    assert model_failure(sqlite3.OperationalError("disk I/O error")) is None
+    assert turn_failure(sqlite3.OperationalError("disk I/O error")).sentence == STORE_DOWN
+    assert model_failure(RuntimeError("a bug")) is None
+    assert turn_failure(RuntimeError("a bug")).sentence == SOMETHING_FAILED
 
 
 def test_every_sentence_is_one_sentence():

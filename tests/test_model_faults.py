@@ -21,7 +21,7 @@ from fake_openai import FakeOpenAIServer
 from tests_support import handler_request
 from ui.chat_handler import ChatHandlers
 from ui.edge import SessionEdge
-from ui.render import CUT_NOTES, TOOLS_OFF_NOTE, notice_text, render_transcript
+from ui.render import CUT_NOTES, STOPPED_NOTE, TOOLS_OFF_NOTE, failure_message_bubble, render_transcript
 
 NAME = "My name is Alice"
 
@@ -116,7 +116,7 @@ async def test_a_failed_turn_is_a_marked_notice_and_the_next_turn_answers(make_s
     stored = await chat.stored()
     assert [type(m) for m in stored[-2:]] == [HumanMessage, AIMessage]
     assert stored[-1].text == SENTENCES[kind] and stored[-1].response_metadata[NOTICE] == kind
-    assert render_transcript(stored)[-1].content == notice_text(SENTENCES[kind])
+    assert render_transcript(stored)[-1].content == failure_message_bubble(SENTENCES[kind]).content
     await assert_next_turn_is_normal(chat, server, "Tell me a story")
 
 
@@ -143,7 +143,7 @@ async def test_a_cut_answer_is_marked_and_kept(make_server, make_chat, fault, cu
     assert reply == f"{shown}\n\n{CUT_NOTES[cut]}"
     stored = await chat.stored()
     assert stored[-1].text == shown and stored[-1].response_metadata[CUT] == cut
-    assert [m.content for m in render_transcript(stored)[-2:]] == [shown, CUT_NOTES[cut]]
+    assert render_transcript(stored)[-1].content == f"{shown}\n\n{CUT_NOTES[cut]}"
     await assert_next_turn_is_normal(chat, server, text, shown)
 
 
@@ -161,7 +161,9 @@ async def test_a_stall_mid_answer_keeps_what_was_shown_and_says_why(make_server,
     assert reply == f"{shown}\n\n{SENTENCES['timeout']}"
     stored = await chat.stored()
     assert [m.text for m in stored[-2:]] == [shown, SENTENCES["timeout"]]
-    assert stored[-2].response_metadata[CUT] == "error" and stored[-1].response_metadata[NOTICE] == "timeout"
+    assert stored[-2].response_metadata["stopped"] and stored[-1].response_metadata[NOTICE] == "timeout"
+    assert [m.content for m in render_transcript(stored)[-2:]] == [
+        f"{shown}\n\n{STOPPED_NOTE}", failure_message_bubble(SENTENCES["timeout"]).content]
     await assert_next_turn_is_normal(chat, server, text, shown)
 
 
@@ -260,5 +262,6 @@ async def test_a_server_gone_away_is_named_and_exports_set_the_notice_apart(make
     assert records[-1] == {"role": "assistant", "content": SENTENCES["unreachable"], "notice": "unreachable"}
     markdown = PrivacyHandlers._markdown({"exported_at": "now", "conversations": [{
         "title": "t", "created_at": "c", "updated_at": "u", "deleted_after": "d", "messages": records, "cart": {}}]})
-    assert f"> {notice_text(SENTENCES['unreachable'])} _(a notice from the app; the model never saw it)_" in markdown
+    assert f"> **Could not answer.** {SENTENCES['unreachable']} _(a notice from the app; the model never saw it)_" \
+        in markdown
     assert f"**Assistant:** {SENTENCES['unreachable']}" not in markdown
