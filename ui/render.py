@@ -104,6 +104,7 @@ class TurnView:
         self.refusal: str | None = None  # the turn was not run (busy): why
         self.failure: str | None = None  # the turn failed: the sentence shown for it
         self.notes: list[str] = []  # what the app said about the turn: a cut, trimmed history, no tools
+        self._trimmed = False
 
     @property
     def reply(self) -> str:
@@ -133,7 +134,9 @@ class TurnView:
             self.notes.append(CUT_NOTES[event.reason])
             self._mark(CUT_NOTES[event.reason])
         elif isinstance(event, HistoryTrimmed):
-            self._inform(trimmed_note(event.dropped))
+            if not self._trimmed:  # once per turn, though each model call of a tool turn trims
+                self._trimmed = True
+                self._inform(trimmed_note(event.dropped))
         elif isinstance(event, ToolsOff):
             self._inform(TOOLS_OFF_NOTE)
 
