@@ -20,8 +20,10 @@ from langgraph.types import Checkpointer
 from agent.cart import Cart, apply_cart_ops
 from agent.catalog import Catalog
 from agent.context import TurnContext
-from agent.hygiene import ModelServer, TurnHygiene, cut_reason
-from agent.model_errors import MalformedToolCall, is_tools_rejection
+from langchain_core.messages.utils import count_tokens_approximately
+
+from agent.hygiene import ModelServer, TurnHygiene, consistent, cut_reason, within_budget
+from agent.model_errors import MalformedToolCall, is_tools_rejection, model_failure
 from agent.tools import build_tools
 from memory.conversation_memory import ConversationMemory, ConversationMemoryManager
 
@@ -186,11 +188,26 @@ class CmwAgent:
                     yield event
                 return
             except Exception as error:
+                if not shown:
+                    await self._learn_window(conversation, error)
                 if attempt == 2 or shown or not server.tools or not is_tools_rejection(error):
                     raise
                 log.warning("the model server rejects tools (%s); running without tools from now on", error)
                 server.tools = False
                 yield ToolsOff()
+
+    async def _learn_window(self, conversation: ConversationMemory, error: BaseException) -> None:
+        """A request refused as too long (or a stream that ended empty, llama-cpp-python's way of saying
+        so) teaches the server's window when it was unknown: the next turn's history is trimmed below it."""
+        failure = model_failure(error)
+        if failure is None or failure.kind not in ("context", "empty"):
+            return
+        server = self._manager.runtime.server
+        messages = consistent((await conversation.load()).messages)
+        sent = count_tokens_approximately(within_budget(messages, server.history_budget))
+        if server.refused(sent):
+            log.warning("the model server refused about %d tokens of history; keeping history under %d tokens "
+                        "from now on (set CMW_CONTEXT_TOKENS to the server's window)", sent, server.history_budget)
 
     async def _run(self, conversation: ConversationMemory, text: str, context: TurnContext,
                    message_id: str | None) -> AsyncIterator[TurnEvent]:

@@ -39,8 +39,9 @@ NO_TOOLS_PROMPT = ("\n\nThe shopping cart is unavailable right now (the model se
 
 @dataclass
 class ModelServer:
-    """What the app knows about its model server. Shared; set at start (agent/server_probe.py) and when
-    the server turns out to reject tools. Holds nothing about any user."""
+    """What the app knows about its model server. Shared; set at start (agent/server_probe.py), when the
+    server turns out to reject tools, and when it refuses a request as too long. Holds nothing about
+    any user."""
 
     context_tokens: int = DEFAULT_CONTEXT_TOKENS
     max_output_tokens: int = 1024
@@ -50,6 +51,15 @@ class ModelServer:
     def history_budget(self) -> int:
         room = self.context_tokens - self.max_output_tokens - PROMPT_OVERHEAD_TOKENS
         return max(256, int(room * 0.85))  # approximate counting: keep a margin
+
+    def refused(self, tokens_sent: int) -> bool:
+        """The server refused ``tokens_sent`` (approximate) of history as too long: from now on the budget
+        stays below it, so the conversation's next turn fits. False when that teaches nothing."""
+        window = int(tokens_sent * 0.9) + self.max_output_tokens + PROMPT_OVERHEAD_TOKENS
+        if tokens_sent < 256 or window >= self.context_tokens:
+            return False
+        self.context_tokens = window
+        return True
 
 
 def notice_message(failure: Failure) -> AIMessage:

@@ -12,7 +12,8 @@ Replies are a pure function of the request (no counters), so concurrent sessions
 - otherwise: "Echo: <last user text>".
 Streaming requests get SSE chunks (text token by token, tool-call arguments in fragments, and a final
 usage chunk when ``stream_options.include_usage`` is set); other requests get one completion JSON.
-``GET /v1/models`` lists ``models`` (with ``max_model_len`` when ``context_tokens`` is set).
+``GET /v1/models`` lists ``models`` (with ``max_model_len`` when ``context_tokens`` is set, unless
+``lists_context=False``, like llama-cpp-python and Ollama).
 
 Quirks real servers have, to prove the app survives them:
 
@@ -103,7 +104,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.rstrip("/") != "/v1/models":
             return self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
-        extra = {"max_model_len": self.server.context_tokens} if self.server.context_tokens else {}
+        listed = self.server.context_tokens if self.server.lists_context else None
+        extra = {"max_model_len": listed} if listed else {}
         self._send_json(200, {"object": "list", "data": [
             {"id": name, "object": "model", "owned_by": "fake", **extra} for name in self.server.models]})
 
@@ -239,6 +241,7 @@ class _Server(ThreadingHTTPServer):
     faults: collections.deque
     models: tuple[str, ...]
     context_tokens: int | None
+    lists_context: bool
     closing: threading.Event
 
 
@@ -246,11 +249,13 @@ class FakeOpenAIServer:
     """Context manager: serves on 127.0.0.1:<free port> in a daemon thread; ``requests`` records bodies."""
 
     def __init__(self, token_delay: float = 0.005, quirks: frozenset[str] | set[str] = frozenset(),
-                 models: tuple[str, ...] = ("fake-model",), context_tokens: int | None = None):
+                 models: tuple[str, ...] = ("fake-model",), context_tokens: int | None = None,
+                 lists_context: bool = True):
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.requests, self._httpd.lock, self._httpd.token_delay = [], threading.Lock(), token_delay
         self._httpd.probes, self._httpd.quirks, self._httpd.faults = [], frozenset(quirks), collections.deque()
         self._httpd.models, self._httpd.context_tokens = tuple(models), context_tokens
+        self._httpd.lists_context = lists_context
         self._httpd.closing = threading.Event()
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-openai", daemon=True)
 

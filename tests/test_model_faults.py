@@ -265,3 +265,19 @@ async def test_a_server_gone_away_is_named_and_exports_set_the_notice_apart(make
     assert f"> **Could not answer.** {SENTENCES['unreachable']} _(a notice from the app; the model never saw it)_" \
         in markdown
     assert f"**Assistant:** {SENTENCES['unreachable']}" not in markdown
+
+
+async def test_a_window_the_server_does_not_list_is_learned_from_its_refusal(make_server, make_chat):
+    """llama-cpp-python lists no window: the first overflow is told in one sentence, and from then on the
+    history is kept under what the server refused, so the same conversation's next turn answers."""
+    server = make_server(context_tokens=1500, lists_context=False)
+    chat = await make_chat(server, max_output_tokens=100)
+    assert chat.app.manager.runtime.server.context_tokens == 8192  # unknown: the default
+    texts = [f"Turn {n}: " + " ".join(["lorem ipsum dolor sit amet"] * 14) for n in range(10)]
+    replies = [await chat.say(text) for text in texts]
+
+    failed = [i for i, reply in enumerate(replies) if reply == SENTENCES["context"]]
+    assert len(failed) == 1, replies
+    assert all(reply.startswith(f"Echo: {texts[i]}") for i, reply in enumerate(replies) if i != failed[0])
+    assert "no longer in the model's view" in replies[failed[0] + 1]
+    assert chat.app.manager.runtime.server.context_tokens < 1500 + 100 + 700
