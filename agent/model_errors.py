@@ -38,23 +38,29 @@ class Failure:
     sentence: str
 
 
-SENTENCES = MappingProxyType({
-    "unreachable": "The model server cannot be reached right now; please try again in a minute "
-                   "(if it keeps happening, the operator should check that it is running).",
-    "auth": "The model server refused this app's API key; the operator needs to fix OPENAI_API_KEY.",
-    "model_not_found": "The model server does not know the configured model; the operator needs to fix "
-                       "CMW_MODEL (or OPENAI_BASE_URL, which usually ends in /v1).",
-    "context": "This conversation is too long for the model; start a New chat, or send a shorter message.",
-    "tools": "The model server does not accept tools, so the cart is unavailable; the operator can enable "
-             "tool calling on the server (see the README).",
-    "rate_limited": "The model provider is rate-limiting this app; please wait a minute and try again.",
-    "timeout": "The model server did not answer in time; please try again (a shorter question may help).",
-    "empty": "The model server ended the answer before sending anything (often a sign the conversation is "
-             "too long for it); please try again or start a New chat.",
-    "malformed_tool_call": "The model asked for a tool in a form that could not be read, so nothing was "
-                           "done; please try again or rephrase.",
-    "server_error": "The model server had an internal error; please try again.",
-    "dropped": "The model server broke off the answer; please try again (a New chat helps if it keeps happening).",
+SENTENCES = MappingProxyType({  # what happened, then what to do (the style of ui/failures.py)
+    "unreachable": "The assistant could not reach its language model. Please try again in a minute "
+                   "(Retry sends your message again).",
+    "auth": "The language model refused this assistant's API key, so it cannot answer right now. "
+            "Whoever runs it needs to check OPENAI_API_KEY; please try again later.",
+    "model_not_found": "The language model server does not know the configured model. Whoever runs this "
+                       "assistant needs to fix CMW_MODEL (or OPENAI_BASE_URL, which usually ends in /v1); "
+                       "please try again later.",
+    "context": "This conversation is too long for the language model. Start a New chat, or try again with a "
+               "shorter message.",
+    "tools": "The language model server does not accept tools, so the cart is unavailable. Whoever runs this "
+             "assistant can turn tool calling on (see the README); please try again later.",
+    "rate_limited": "The language model is overloaded or rate-limited right now. Please wait a minute and try "
+                    "again (Retry).",
+    "timeout": "The language model took too long to answer. Please try again (Retry), perhaps with a shorter "
+               "message.",
+    "empty": "The language model server ended the answer before sending anything, often because the "
+             "conversation is too long for it. Please try again, or start a New chat.",
+    "malformed_tool_call": "The language model asked for a tool in a form that could not be read, so nothing "
+                           "was done. Please try again, perhaps in other words.",
+    "server_error": "The language model server had an internal error. Please try again (Retry).",
+    "dropped": "The language model server broke off the answer. Please try again (Retry); if it keeps "
+               "happening, start a New chat.",
 })
 
 _CONTEXT_WORDS = ("context length", "context_length", "context window", "maximum context", "too many tokens",
@@ -82,7 +88,7 @@ def _kind(error: BaseException) -> str | None:
     import openai
 
     text = str(error).lower()
-    if isinstance(error, (ModelSilent, openai.APITimeoutError, httpx.TimeoutException)):
+    if isinstance(error, (ModelSilent, openai.APITimeoutError, httpx.TimeoutException, TimeoutError)):
         return "timeout"
     if isinstance(error, MalformedToolCall):
         return "malformed_tool_call"
