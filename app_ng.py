@@ -172,7 +172,8 @@ def build_app(settings: Settings | None = None) -> App:
     credentials = OwnerCredentials(key)
     store = ConversationStore(data_dir=settings.data_dir, database_url=settings.database_url)
     catalog = load_catalog()
-    runtime = AgentRuntime(choice.model, catalog, store.checkpointer, middleware=pii_middleware(settings))
+    runtime = AgentRuntime(choice.model, catalog, store.checkpointer, middleware=pii_middleware(settings),
+                           server=choice.server)
     manager = ConversationMemoryManager(runtime, store)
     registry = SessionRegistry(make_session_factory(manager), maxsize=settings.session_max,
                                ttl=settings.session_ttl, fingerprint=session_fingerprints(credentials))

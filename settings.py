@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Mapping
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+NO_KEY = "sk-no-key-required"  # sent to a local server (OPENAI_BASE_URL without a key); it ignores keys
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -41,8 +42,14 @@ class Settings:
     # model
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
-    model_name: str = "offline"
+    model_name: str = "offline"  # "" with a base URL: the one model the server lists (see agent/server_probe.py)
     offline_token_delay: float = 0.02
+    model_timeout: float = 60.0  # seconds until the model's first chunk (connecting and retries included)
+    model_chunk_timeout: float = 30.0  # seconds of silence allowed between two chunks
+    model_retries: int = 1  # retries of a failed request, only before anything was shown
+    max_output_tokens: int = 1024  # per model call; longer answers are cut and marked
+    context_tokens: int | None = None  # the model's window; None: what the server reports, else 8192
+    probe_model_server: bool = True  # list /v1/models (and try tools) at start
     # sessions
     session_max: int = 10_000
     session_ttl: float = 3600.0
@@ -88,10 +95,17 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         key = env.get("OPENAI_API_KEY", "").strip() or None
-        model = env.get("CMW_MODEL", "").strip() or (DEFAULT_OPENAI_MODEL if key else "offline")
+        base_url = env.get("OPENAI_BASE_URL", "").strip().rstrip("/") or None
+        if base_url:  # a server of one's own: its model list names the model, and it needs no key
+            model = env.get("CMW_MODEL", "").strip()
+            key = key or (NO_KEY if model != "offline" else None)
+        else:
+            model = env.get("CMW_MODEL", "").strip() or (DEFAULT_OPENAI_MODEL if key else "offline")
         if model != "offline" and not key:
-            raise SystemExit(f"CMW_MODEL={model!r} needs OPENAI_API_KEY. Set the key, or unset CMW_MODEL "
-                             "(or set CMW_MODEL=offline) to use the built-in offline model.")
+            raise SystemExit(f"CMW_MODEL={model!r} needs OPENAI_API_KEY (or OPENAI_BASE_URL for a server of "
+                             "your own). Set one, or unset CMW_MODEL (or set CMW_MODEL=offline) to use the "
+                             "built-in offline model.")
+        context = _int(env, "CMW_CONTEXT_TOKENS", 0)
         concurrency = max(1, _int(env, "CMW_CONCURRENCY_LIMIT", cls.concurrency_limit))
         queue_max = max(0, _int(env, "CMW_QUEUE_MAX", cls.queue_max))
         same_site = env.get("CMW_COOKIE_SAMESITE", "lax").strip().lower() or "lax"
@@ -102,9 +116,15 @@ class Settings:
             same_site = "lax"
         return cls(
             openai_api_key=key,
-            openai_base_url=env.get("OPENAI_BASE_URL", "").strip() or None,
+            openai_base_url=base_url,
             model_name=model,
             offline_token_delay=max(0.0, _float(env, "CMW_OFFLINE_TOKEN_DELAY", cls.offline_token_delay)),
+            model_timeout=max(1.0, _float(env, "CMW_MODEL_TIMEOUT", cls.model_timeout)),
+            model_chunk_timeout=max(1.0, _float(env, "CMW_MODEL_CHUNK_TIMEOUT", cls.model_chunk_timeout)),
+            model_retries=max(0, _int(env, "CMW_MODEL_RETRIES", cls.model_retries)),
+            max_output_tokens=max(16, _int(env, "CMW_MAX_OUTPUT_TOKENS", cls.max_output_tokens)),
+            context_tokens=max(256, context) if context else None,
+            probe_model_server=env.get("CMW_PROBE_MODEL_SERVER", "1").strip().lower() not in {"0", "false", "no", "off"},
             session_max=max(1, _int(env, "CMW_SESSION_MAX", cls.session_max)),
             session_ttl=max(1.0, _float(env, "CMW_SESSION_TTL", cls.session_ttl)),
             concurrency_limit=concurrency,

@@ -7,6 +7,7 @@ checkpointer's ``thread_id`` and its user through the runtime context.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Annotated, AsyncIterator, Awaitable, Callable, Union
@@ -19,8 +20,14 @@ from langgraph.types import Checkpointer
 from agent.cart import Cart, apply_cart_ops
 from agent.catalog import Catalog
 from agent.context import TurnContext
+from langchain_core.messages.utils import count_tokens_approximately
+
+from agent.hygiene import ModelServer, TurnHygiene, consistent, cut_reason, within_budget
+from agent.model_errors import MalformedToolCall, is_tools_rejection, model_failure
 from agent.tools import build_tools
 from memory.conversation_memory import ConversationMemory, ConversationMemoryManager
+
+log = logging.getLogger("cmw.agent")
 
 SYSTEM_PROMPT = (
     "You are a helpful shopping assistant. You can manage the user's shopping cart with your tools and "
@@ -49,8 +56,11 @@ class AgentRuntime:
     """
 
     def __init__(self, model: BaseChatModel, catalog: Catalog,
-                 checkpointer: Callable[[], Awaitable[Checkpointer]], middleware=()):
-        self._model, self._catalog, self._middleware = model, catalog, tuple(middleware)
+                 checkpointer: Callable[[], Awaitable[Checkpointer]], middleware=(),
+                 server: ModelServer | None = None):
+        self.server = server or ModelServer()
+        self._model, self._catalog = model, catalog
+        self._middleware = (TurnHygiene(self.server), *middleware)
         self._checkpointer = checkpointer
         self._graph = None
 
@@ -82,7 +92,22 @@ class ToolFinished:
     duration: float
 
 
-TurnEvent = Union[TextDelta, ToolStarted, ToolFinished]
+@dataclass(frozen=True)
+class AnswerCut:
+    reason: str  # "length": the output limit; "server": the stream ended without a finish reason
+
+
+@dataclass(frozen=True)
+class HistoryTrimmed:
+    dropped: int  # earliest messages the model no longer sees
+
+
+@dataclass(frozen=True)
+class ToolsOff:
+    """The server rejected tools: from now on the app runs without them (the cart is unavailable)."""
+
+
+TurnEvent = Union[TextDelta, ToolStarted, ToolFinished, AnswerCut, HistoryTrimmed, ToolsOff]
 
 
 def _tool_messages(update) -> list[ToolMessage]:
@@ -148,27 +173,78 @@ class CmwAgent:
 
     async def stream_turn(self, conversation: ConversationMemory, text: str, context: TurnContext,
                           message_id: str | None = None) -> AsyncIterator[TurnEvent]:
-        """Run one user turn of ``conversation`` (the caller holds its lock), yielding text deltas and tool
-        start/finish events as they happen. ``message_id`` names the stored user message, so an
-        interrupted turn can be found afterwards."""
+        """Run one user turn of ``conversation`` (the caller holds its lock), yielding text deltas, tool
+        start/finish events and notes (a cut answer, trimmed history) as they happen. ``message_id`` names
+        the stored user message, so an interrupted turn can be found afterwards.
+
+        A server that rejects ``tools`` is remembered (process-wide) and the turn runs again without them,
+        once, if nothing was shown yet; the re-run replaces the stored user message (same id)."""
+        server = self._manager.runtime.server
+        for attempt in (1, 2):
+            shown = False
+            try:
+                async for event in self._run(conversation, text, context, message_id):
+                    shown = True
+                    yield event
+                return
+            except Exception as error:
+                if not shown:
+                    await self._learn_window(conversation, error)
+                if attempt == 2 or shown or not server.tools or not is_tools_rejection(error):
+                    raise
+                log.warning("the model server rejects tools (%s); running without tools from now on", error)
+                server.tools = False
+                yield ToolsOff()
+
+    async def _learn_window(self, conversation: ConversationMemory, error: BaseException) -> None:
+        """A request refused as too long (or a stream that ended empty, llama-cpp-python's way of saying
+        so) teaches the server's window when it was unknown: the next turn's history is trimmed below it."""
+        failure = model_failure(error)
+        if failure is None or failure.kind not in ("context", "empty"):
+            return
+        server = self._manager.runtime.server
+        messages = consistent((await conversation.load()).messages)
+        sent = count_tokens_approximately(within_budget(messages, server.history_budget))
+        if server.refused(sent):
+            log.warning("the model server refused about %d tokens of history; keeping history under %d tokens "
+                        "from now on (set CMW_CONTEXT_TOKENS to the server's window)", sent, server.history_budget)
+
+    async def _run(self, conversation: ConversationMemory, text: str, context: TurnContext,
+                   message_id: str | None) -> AsyncIterator[TurnEvent]:
         started: dict[str, tuple[str, float]] = {}
         inputs = {"messages": [HumanMessage(content=text, id=message_id)]}
         graph = await self._manager.runtime.graph()
         async for mode, data in graph.astream(inputs, conversation.config, context=context,
-                                              stream_mode=["messages", "updates"]):
+                                              stream_mode=["messages", "updates", "custom"]):
             if mode == "messages":
                 chunk, meta = data
                 if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") == "model" and chunk.text:
                     yield TextDelta(chunk.text)
+            elif mode == "custom":
+                if isinstance(data, dict) and data.get("cmw") == "trimmed":
+                    yield HistoryTrimmed(int(data.get("dropped", 0)))
             elif mode == "updates":
                 for node, update in data.items():
                     if node == "model" and isinstance(update, dict):
                         for message in update.get("messages", []):
                             if isinstance(message, AIMessage):
-                                for call in message.tool_calls:
-                                    started[call["id"]] = (call["name"], time.monotonic())
-                                    yield ToolStarted(call["id"], call["name"], dict(call["args"]))
+                                for event in _answer_events(message, started):
+                                    yield event
                     elif node == "tools":
                         for message in _tool_messages(update):
                             name, t0 = started.pop(message.tool_call_id, (message.name or "tool", time.monotonic()))
                             yield ToolFinished(message.tool_call_id, name, message.text, time.monotonic() - t0)
+
+
+def _answer_events(message: AIMessage, started: dict) -> list[TurnEvent]:
+    """Tool starts, a cut, or a malformed tool call (raised: nothing was run) for one model answer."""
+    if message.invalid_tool_calls and not message.tool_calls and not message.text:
+        raise MalformedToolCall(f"unreadable tool call(s): {message.invalid_tool_calls!r}")
+    events: list[TurnEvent] = []
+    for call in message.tool_calls:
+        started[call["id"]] = (call["name"], time.monotonic())
+        events.append(ToolStarted(call["id"], call["name"], dict(call["args"])))
+    reason = cut_reason(message)
+    if reason:
+        events.append(AnswerCut(reason))
+    return events

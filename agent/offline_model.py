@@ -152,7 +152,9 @@ class OfflineChatModel(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=decide(messages, self.tool_names))])
+        reply = decide(messages, self.tool_names)
+        finish = "tool_calls" if reply.tool_calls else "stop"
+        return ChatResult(generations=[ChatGeneration(message=reply, generation_info={"finish_reason": finish})])
 
     def _chunks(self, messages: list[BaseMessage]) -> Iterator[ChatGenerationChunk]:
         reply = decide(messages, self.tool_names)
@@ -160,10 +162,12 @@ class OfflineChatModel(BaseChatModel):
             call = reply.tool_calls[0]
             yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[{
                 "name": call["name"], "args": json.dumps(call["args"]), "id": call["id"], "index": 0,
-                "type": "tool_call_chunk"}]))
+                "type": "tool_call_chunk"}]), generation_info={"finish_reason": "tool_calls"})
             return
-        for token in tokens(reply.text):
-            yield ChatGenerationChunk(message=AIMessageChunk(content=token))
+        words = tokens(reply.text)
+        for i, token in enumerate(words):  # the last one says the answer is complete, as real servers do
+            done = {"finish_reason": "stop"} if i == len(words) - 1 else None
+            yield ChatGenerationChunk(message=AIMessageChunk(content=token), generation_info=done)
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:

@@ -18,6 +18,7 @@ from agent.cart import Cart, cart_item_count
 from agent.cart_actions import CartAction
 from agent.catalog import Catalog
 from agent.context import TurnContext
+from agent.hygiene import is_notice
 
 
 def _timestamp(epoch: float) -> str:
@@ -69,7 +70,7 @@ def build_tools(catalog: Catalog) -> list[BaseTool]:
         session = runtime.context
         messages = runtime.state.get("messages") or []
         count = sum(1 for m in messages if isinstance(m, HumanMessage)
-                    or (isinstance(m, AIMessage) and m.text and not m.tool_calls))
+                    or (isinstance(m, AIMessage) and m.text and not m.tool_calls and not is_notice(m)))
         cart = runtime.state.get("cart") or {}
         text = ("Your session:\n"
                 f"- Fingerprint: {session.fingerprint} (a keyed, one-way hash; the raw session id is never shown)\n"

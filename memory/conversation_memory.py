@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, Remove
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
 from agent.cart import Cart, apply_cart_ops
+from agent.hygiene import consistent
 from memory.store import ConversationRecord, ConversationStore
 from memory.turn import TurnHandle
 
@@ -37,14 +38,6 @@ def replay_cart(messages: list[BaseMessage]) -> Cart:
     ops = [m.artifact["cart_op"] for m in messages
            if isinstance(m, ToolMessage) and isinstance(m.artifact, dict) and m.artifact.get("cart_op")]
     return apply_cart_ops({}, ops)
-
-
-def _answered_tool_calls(messages: list[BaseMessage]) -> list[BaseMessage]:
-    """Drop AI tool-call messages whose calls never got a result (a turn stopped mid-tool)."""
-    answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
-    return [m for m in messages
-            if not (isinstance(m, AIMessage) and m.tool_calls
-                    and not all(c["id"] in answered for c in m.tool_calls))]
 
 
 class ConversationMemory:
@@ -104,9 +97,12 @@ class ConversationMemory:
         await self.replace(kept, replay_cart(kept))
         return transcript.messages[starts[-1]].text
 
-    async def settle_interrupted_turn(self, user_text: str, message_id: str, visible_answer: str) -> None:
+    async def settle_interrupted_turn(self, user_text: str, message_id: str, visible_answer: str,
+                                      notice: AIMessage | None = None) -> None:
         """After Stop or an error: make memory hold exactly what the user saw of that turn (nothing at all
-        once the conversation was deleted)."""
+        once the conversation was deleted). No tool call without its result, no unreadable call, no
+        reply that was not shown; the part that was shown is marked as stopped, and a failure's ``notice``
+        (see agent/hygiene.py) follows it, shown and exported but never sent to the model."""
         if self.deleted:
             return
         transcript = await self.load()
@@ -115,11 +111,13 @@ class ConversationMemory:
             head, turn = transcript.messages[: starts[0]], transcript.messages[starts[0]:]
         else:  # the turn's input was never stored
             head, turn = transcript.messages, [HumanMessage(content=user_text, id=message_id)]
-        turn = _answered_tool_calls(turn)
+        turn = consistent(turn)
         if turn and isinstance(turn[-1], AIMessage) and not turn[-1].tool_calls:
             turn = turn[:-1]  # a stored final answer is replaced by the part that was shown
         if visible_answer:
             turn.append(AIMessage(content=visible_answer, response_metadata={"stopped": True}))
+        if notice is not None:
+            turn.append(notice)
         await self.replace(head + turn, replay_cart(head + turn))
 
 

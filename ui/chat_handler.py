@@ -25,6 +25,7 @@ from typing import AsyncIterator
 import gradio as gr
 
 from agent.cmw_agent import TextDelta
+from agent.hygiene import notice_message
 from memory.conversation_memory import ConversationMemory, ConversationMemoryManager
 from memory.session import Session
 from memory.turn import TurnHandle
@@ -32,7 +33,7 @@ from security.admission import Admission, Busy
 from security.rate_limit import RateLimiter, rate_limit_message
 from settings import Settings
 from ui.edge import SessionEdge, client_host
-from ui.failures import SOMETHING_FAILED, failure_message, told_to_the_person
+from ui.failures import SOMETHING_FAILED, failure_message, told_to_the_person, turn_failure
 from ui.input_guard import clean_message, refusal_for
 from ui.render import TurnView, render_transcript, user_message
 
@@ -151,11 +152,16 @@ class ChatHandlers:
                     view.mark_stopped()
                     log.info("session %s: turn stopped after %d chars", session.fingerprint, len(view.answer))
                 settled = True
-            except Exception as error:  # the model failed: memory keeps what was shown, marked as stopped
-                log.exception("session %s: turn failed", session.fingerprint)
+            except Exception as error:  # memory keeps what was shown (marked as stopped), then a notice
+                failure = turn_failure(error)
+                if failure.kind == "unknown":
+                    log.exception("session %s: turn failed", session.fingerprint)
+                else:  # the operator's detail; the person gets the sentence
+                    log.warning("session %s: turn failed (%s): %s: %s", session.fingerprint, failure.kind,
+                                type(error).__name__, error)
                 settled = True
-                await conversation.settle_interrupted_turn(text, message_id, view.answer)
-                view.apply_failure(failure_message(error))
+                await conversation.settle_interrupted_turn(text, message_id, view.answer, notice_message(failure))
+                view.apply_failure(failure.sentence)
             finally:
                 conversation.running = None
                 if not settled:  # cancelled, or closed from outside (tab closed, Gradio dropped the run)
@@ -287,7 +293,7 @@ class ChatHandlers:
                 if view.refusal:
                     yield view.refusal
                     return
-                reply = view.answer + (f"\n\n{view.failure}" if view.answer and view.failure else view.failure or "")
+                reply = view.reply
                 if reply != sent:  # tool events leave the text unchanged: nothing new to send
                     sent = reply
                     yield sent

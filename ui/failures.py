@@ -1,72 +1,46 @@
 """What a person reads when something fails: one sentence saying what happened and what they can do.
 
 Tracebacks go to the log; the page gets a sentence from :func:`failure_message`, chosen by the kind of
-failure (storage, model unreachable, API key refused, model timeout, model rate limit) found anywhere in
-the exception's chain.
+failure found anywhere in the exception's chain: the model's (unreachable, key refused, model unknown,
+context too long, tools refused, rate limit, timeout, ... - agent/model_errors.py), or storage.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 from contextlib import contextmanager
 
+from agent.model_errors import SENTENCES, Failure, error_chain, model_failure
+
 STORE_DOWN = ("Your conversation could not be read or saved just now: the assistant's storage is not "
               "available. Please try again in a minute; if it keeps happening, tell whoever runs this assistant.")
-MODEL_UNREACHABLE = ("The assistant could not reach its language model. Please try again in a minute "
-                     "(Retry sends your message again).")
-MODEL_KEY_REFUSED = ("The language model refused this assistant's API key, so it cannot answer right now. "
-                     "Whoever runs it needs to check OPENAI_API_KEY; please try again later.")
-MODEL_TIMEOUT = ("The language model took too long to answer. Please try again (Retry), perhaps with a "
-                 "shorter message.")
-MODEL_BUSY = ("The language model is overloaded or rate-limited right now. Please wait a minute and try "
-              "again (Retry).")
+MODEL_UNREACHABLE = SENTENCES["unreachable"]
+MODEL_KEY_REFUSED = SENTENCES["auth"]
+MODEL_TIMEOUT = SENTENCES["timeout"]
+MODEL_BUSY = SENTENCES["rate_limited"]
 SOMETHING_FAILED = ("Sorry, something went wrong while answering. Please try again (Retry); if it keeps "
                     "happening, start a new chat.")
 
 
-def _chain(error: BaseException):
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
-def _kind(error: BaseException) -> str | None:
-    name = type(error).__name__
+def _store_down(error: BaseException) -> bool:
     module = type(error).__module__ or ""
-    if module.startswith("openai"):
-        if name in {"AuthenticationError", "PermissionDeniedError"}:
-            return MODEL_KEY_REFUSED
-        if name == "APITimeoutError":
-            return MODEL_TIMEOUT
-        if name == "APIConnectionError":
-            return MODEL_UNREACHABLE
-        if name in {"RateLimitError", "InternalServerError"}:
-            return MODEL_BUSY
-    if module.startswith("httpx"):
-        if "Timeout" in name:
-            return MODEL_TIMEOUT
-        if name in {"ConnectError", "RemoteProtocolError", "ReadError"}:
-            return MODEL_UNREACHABLE
-    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
-        return MODEL_TIMEOUT
-    if isinstance(error, sqlite3.Error) or module.startswith(("psycopg", "aiosqlite")):
-        return STORE_DOWN
-    if isinstance(error, OSError):
-        return STORE_DOWN
-    return None
+    return isinstance(error, (sqlite3.Error, OSError)) or module.startswith(("psycopg", "aiosqlite"))
+
+
+def turn_failure(error: BaseException) -> Failure:
+    """Why a turn failed: the model's reason if there is one, else storage, else unknown."""
+    failure = model_failure(error)
+    if failure is not None:
+        return failure
+    if any(_store_down(link) for link in error_chain(error)):
+        return Failure("store", STORE_DOWN)
+    return Failure("unknown", SOMETHING_FAILED)
 
 
 def failure_message(error: BaseException) -> str:
     """The sentence for the person whose action failed (never the exception's own text)."""
-    for link in _chain(error):
-        kind = _kind(link)
-        if kind:
-            return kind
-    return SOMETHING_FAILED
+    return turn_failure(error).sentence
 
 
 @contextmanager

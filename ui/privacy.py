@@ -13,11 +13,12 @@ import gradio as gr
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from agent.cart import cart_item_count, describe_cart
+from agent.hygiene import NOTICE, cut_of
 from memory.conversation_memory import ConversationMemoryManager
 from mcp_server.tokens import AssistantTokens
 from settings import Settings
 from ui.edge import SessionEdge
-from ui.render import STOPPED_NOTE
+from ui.render import CUT_NOTES, STOPPED_NOTE
 
 EXPORT_PREFIX = "cmw-export-"
 DELETED_MESSAGE = "All your data was deleted: {n} conversation(s), their messages, carts and checkpoints."
@@ -34,10 +35,14 @@ def _message_record(message) -> dict:
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text}
     if isinstance(message, AIMessage):
         record = {"role": "assistant", "content": message.text}
+        if message.response_metadata.get(NOTICE):  # the app's note on a failed turn, not the model's words
+            record["notice"] = message.response_metadata[NOTICE]
         if message.tool_calls:
             record["tool_calls"] = [{"id": c["id"], "name": c["name"], "args": c["args"]} for c in message.tool_calls]
-        if (message.response_metadata or {}).get("stopped"):
+        if cut_of(message) == "stopped":
             record["stopped"] = True  # cut short by Stop, an error or a closed tab: not a finished answer
+        elif cut_of(message):
+            record["cut"] = cut_of(message)  # "length" (the output limit) or "server" (it ended the stream)
         return record
     return {"role": message.type, "content": str(message.content)}
 
@@ -130,8 +135,11 @@ class PrivacyHandlers:
             for m in c["messages"]:
                 if m["role"] == "user":
                     out.append(f"**You:** {m['content']}")
+                elif m["role"] == "assistant" and m.get("notice"):
+                    out.append(f"> **Could not answer.** {m['content']} _(a notice from the app; the model never saw it)_")
                 elif m["role"] == "assistant" and m["content"]:
-                    out.append(f"**Assistant:** {m['content']}" + (f" {STOPPED_NOTE}" if m.get("stopped") else ""))
+                    cut = STOPPED_NOTE if m.get("stopped") else CUT_NOTES.get(m.get("cut") or "")
+                    out.append(f"**Assistant:** {m['content']}" + (f" {cut}" if cut else ""))
                 elif m["role"] == "tool":
                     out.append(f"> tool result: {m['content']}")
                 out.append("")
