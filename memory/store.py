@@ -77,6 +77,7 @@ class ConversationStore:
         self.database_url = database_url
         self.data_dir = data_dir
         self._saver: Any = None
+        self._sqlite_turn = asyncio.Lock()  # SQLite: statements of the shared connection, one at a time
         self._sql: Any = None  # aiosqlite connection or psycopg pool
         self._opening: asyncio.Lock | None = None
 
@@ -150,9 +151,10 @@ class ConversationStore:
                 cursor = await conn.execute(query.replace("?", "%s"), args)
                 rows = await cursor.fetchall() if cursor.description else []
                 return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in rows]
-        cursor = await self._sql.execute(query, args)
-        rows = await cursor.fetchall()
-        await self._sql.commit()
+        async with self._sqlite_turn:
+            cursor = await self._sql.execute(query, args)
+            rows = await cursor.fetchall()
+            await self._sql.commit()
         return [tuple(r) for r in rows]
 
     async def _change(self, query: str, *args) -> int:
@@ -161,8 +163,14 @@ class ConversationStore:
             async with self._sql.connection() as conn:
                 cursor = await conn.execute(query.replace("?", "%s"), args)
                 return cursor.rowcount
-        cursor = await self._sql.execute(query, args)
-        await self._sql.commit()
+        async with self._sqlite_turn:  # one statement at a time on this connection, write lock taken up front
+            try:
+                await self._sql.execute("BEGIN IMMEDIATE")  # waits (busy_timeout) instead of failing mid-upgrade
+                cursor = await self._sql.execute(query, args)
+                await self._sql.commit()
+            except BaseException:
+                await self._sql.rollback()
+                raise
         return cursor.rowcount
 
     # -- conversations -------------------------------------------------------------------------
