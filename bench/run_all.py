@@ -225,7 +225,7 @@ def main() -> None:
                 out, err = proc.communicate()
             log(f"{script} --quick: exit {proc.returncode}\n{out.strip()}")
             if proc.returncode:
-                broken.append(f"{script}: {err.strip()[-300:]}")
+                broken.append(f"{script}: {err.strip()[-3000:]}")
     log(f"wrote {results / 'results.md'}, {results / 'results.json'}, plots; took {res['duration_s'] / 60:.1f} min")
     if broken:
         log("FAILED:\n" + "\n".join(f"- {b}" for b in broken))
