@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,39 @@ class ConversationRecord:
 def title_from(message: str) -> str:
     line = " ".join(message.split())
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
+
+
+class Transaction:
+    """The statements of one :meth:`ConversationStore.transaction` block (``?`` placeholders on both backends)."""
+
+    def __init__(self, conn: Any, *, postgres: bool):
+        self._conn, self.postgres = conn, postgres
+
+    def _sql(self, query: str) -> str:
+        return query.replace("?", "%s") if self.postgres else query
+
+    async def rows(self, query: str, *args) -> list[tuple]:
+        cursor = await self._conn.execute(self._sql(query), args)
+        rows = await cursor.fetchall() if cursor.description else []
+        return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in rows]
+
+    async def change(self, query: str, *args) -> int:
+        cursor = await self._conn.execute(self._sql(query), args)
+        return cursor.rowcount
+
+    async def insert_rows(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+        """Insert many rows (PostgreSQL: one COPY, much faster than an INSERT per row); ``table`` and
+        ``columns`` are names from the code, never input."""
+        if not rows:
+            return
+        if self.postgres:
+            async with self._conn.cursor() as cursor:
+                async with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows:
+                        await copy.write_row(row)
+        else:
+            await self._conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) "
+                                         f"VALUES ({', '.join('?' * len(columns))})", rows)
 
 
 class ConversationStore:
@@ -172,6 +206,26 @@ class ConversationStore:
                 await self._sql.rollback()
                 raise
         return cursor.rowcount
+
+    @asynccontextmanager
+    async def transaction(self):
+        """Several statements in one transaction: ``async with store.transaction() as tx:`` then
+        ``await tx.rows(...)``, ``await tx.change(...)``, ``await tx.insert_rows(...)``. Commits when the block ends,
+        rolls back (nothing written) when it raises. SQLite: holds the shared connection and the write lock
+        for the whole block, so the block must not call the store's other methods."""
+        await self.open()
+        if self.database_url:
+            async with self._sql.connection() as conn, conn.transaction():
+                yield Transaction(conn, postgres=True)
+            return
+        async with self._sqlite_turn:
+            try:
+                await self._sql.execute("BEGIN IMMEDIATE")
+                yield Transaction(self._sql, postgres=False)
+                await self._sql.commit()
+            except BaseException:
+                await self._sql.rollback()
+                raise
 
     # -- conversations -------------------------------------------------------------------------
     async def record_turn(self, conversation_id: str, owner: str, session: str, message: str,
