@@ -46,6 +46,7 @@ from ui.conversations import ConversationHandlers
 from ui.edge import SessionEdge
 from ui.assistant import AssistantHandlers
 from ui.privacy import PrivacyHandlers
+from ui.uploads import UploadHandlers
 from ui.layout import PAGE_CSS, PAGE_HEAD, build_ui
 
 log = logging.getLogger("cmw")
@@ -77,7 +78,8 @@ class App:
         middleware = [guard] + ([Middleware(McpEndpoint, service=self.mcp)] if self.mcp else [])
         options = dict(max_threads=settings.max_threads, show_error=False, run_history=False, css=PAGE_CSS, head=PAGE_HEAD,
                        footer_links=["api", "gradio"], app_kwargs={"middleware": middleware},
-                       state_session_capacity=self.registry.bindings.maxsize)
+                       state_session_capacity=self.registry.bindings.maxsize,
+                       max_file_size=settings.max_upload_bytes)  # larger uploads: 413 before any byte is kept
         options.update(overrides)
         self._start_session_sweeper()
         self.demo.launch(**options)
@@ -183,7 +185,7 @@ def build_app(settings: Settings | None = None) -> App:
     retention = RetentionSweeper(manager, days=settings.retention_days, interval=settings.retention_sweep_seconds)
     edge = SessionEdge(registry, credentials, on_first_request=retention.start)
     demo = build_ui(ChatHandlers(edge, manager, settings), ConversationHandlers(edge, manager),
-                    PrivacyHandlers(edge, manager, settings, tokens), settings, choice.label, choice.how_to_switch,
+                    PrivacyHandlers(edge, manager, settings, tokens), UploadHandlers(edge, manager, settings), settings, choice.label, choice.how_to_switch,
                     assistant=AssistantHandlers(edge, manager, tokens) if mcp else None)
     demo.queue(api_open=False, max_size=settings.gradio_event_limit,
                default_concurrency_limit=settings.gradio_event_limit)

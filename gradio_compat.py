@@ -9,6 +9,7 @@ changes one fails there first.
 from __future__ import annotations
 
 import json
+import os
 from urllib.parse import parse_qs
 
 GRADIO_VERSION = "6.31.0"  # the version these shapes were read from (requirements.txt pins it)
@@ -18,6 +19,10 @@ API_PREFIX = "/gradio_api/"
 BODY_ROUTES = ("queue/join", "call/", "run/", "api/", "cancel", "component_server", "reset", "stream/")
 # POST routes whose JSON answer carries the id of the event the request just created
 EVENT_CREATING_ROUTES = ("queue/join", "call/")
+# POST: files in (multipart), their cache paths out (a JSON list); later events name those paths as FileData
+UPLOAD_ROUTE = "upload"
+# GET/HEAD: a file served by path (``file=<path>``, the older ``file/<path>``)
+FILE_ROUTES = ("file=", "file/")
 
 
 def api_route(path: str) -> str | None:
@@ -78,6 +83,62 @@ def created_event(route: str, method: str, response_body: bytes) -> str | None:
     payload = _json(response_body)
     event_id = payload.get("event_id") if payload else None
     return event_id if isinstance(event_id, str) else None
+
+
+def uploaded_paths(route: str, method: str, response_body: bytes) -> list[str]:
+    """The cache paths in the answer to ``POST upload`` (a JSON list of strings), normalised."""
+    if method != "POST" or route.rstrip("/") != UPLOAD_ROUTE:
+        return []
+    try:
+        payload = json.loads(response_body)
+    except ValueError:
+        return []
+    return [normal_path(p) for p in payload if isinstance(p, str)] if isinstance(payload, list) else []
+
+
+def file_paths_in(body: bytes) -> list[str]:
+    """Every file path a request body hands to an event: FileData dicts (``{"path": ..., "meta": {"_type":
+    "gradio.FileData"}}``) anywhere in its JSON, normalised. Any dict with a string ``path`` counts."""
+    found: list[str] = []
+
+    def walk(value, depth: int = 0) -> None:
+        if depth > 20:
+            return
+        if isinstance(value, dict):
+            if isinstance(value.get("path"), str):
+                found.append(normal_path(value["path"]))
+            for item in value.values():
+                walk(item, depth + 1)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, depth + 1)
+
+    if body:
+        try:
+            walk(json.loads(body))
+        except ValueError:
+            pass
+    return found
+
+
+def served_file(route: str) -> str | None:
+    """The path a ``file=<path>`` (or ``file/<path>``) request asks for, normalised; None for other routes."""
+    for prefix in FILE_ROUTES:
+        if route.startswith(prefix) and len(route) > len(prefix):
+            return normal_path(route[len(prefix):])
+    return None
+
+
+def upload_folder() -> str:
+    """Where Gradio writes uploads (``GRADIO_TEMP_DIR``, else <tmp>/gradio), normalised."""
+    from gradio.utils import get_upload_folder
+
+    return normal_path(get_upload_folder())
+
+
+def normal_path(path: str) -> str:
+    """One spelling per file: absolute, ``..`` and symlinks resolved (the file need not exist)."""
+    return os.path.realpath(os.path.abspath(path))
 
 
 def forget_session_state(demo, session_hash: str) -> None:

@@ -74,6 +74,10 @@ class Settings:
     retention_days: float = 30.0
     retention_sweep_seconds: float = 3600.0
     redact_pii: bool = False
+    # people's own files (see agent/file_reader.py, memory/file_store.py)
+    max_upload_mb: float = 10.0  # per file
+    max_storage_mb: float = 50.0  # all files of one owner
+    max_files_per_conversation: int = 20
     # assistants over MCP (/mcp)
     mcp_enabled: bool = True
     mcp_sessions_per_address: int = 50  # MCP sessions a client address may open per hour
@@ -86,6 +90,14 @@ class Settings:
         """Chat events Gradio may start at once: running and waiting turns, plus as many again that are
         answered "busy" straight away (see security/admission.py) instead of waiting unseen in Gradio's queue."""
         return 2 * (self.concurrency_limit + self.queue_max)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_storage_bytes(self) -> int:
+        return int(self.max_storage_mb * 1024 * 1024)
 
     @property
     def uses_offline_model(self) -> bool:
@@ -146,6 +158,10 @@ class Settings:
             retention_days=max(0.0, _float(env, "CMW_RETENTION_DAYS", cls.retention_days)),
             retention_sweep_seconds=max(1.0, _float(env, "CMW_RETENTION_SWEEP_SECONDS", cls.retention_sweep_seconds)),
             redact_pii=_flag(env, "CMW_REDACT_PII"),
+            max_upload_mb=max(0.01, _float(env, "CMW_MAX_UPLOAD_MB", cls.max_upload_mb)),
+            max_storage_mb=max(0.01, _float(env, "CMW_MAX_STORAGE_MB", cls.max_storage_mb)),
+            max_files_per_conversation=max(1, _int(env, "CMW_MAX_FILES_PER_CONVERSATION",
+                                                   cls.max_files_per_conversation)),
             mcp_enabled=env.get("CMW_MCP", "1").strip().lower() not in {"0", "false", "no", "off"},
             mcp_sessions_per_address=max(0, _int(env, "CMW_MCP_SESSIONS_PER_HOUR", cls.mcp_sessions_per_address)),
             mcp_calls_per_minute=max(0, _int(env, "CMW_MCP_CALLS_PER_MINUTE", cls.mcp_calls_per_minute)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, AsyncIterator, Awaitable, Callable, Union
 
@@ -24,6 +25,7 @@ from langchain_core.messages.utils import count_tokens_approximately
 
 from agent.hygiene import ModelServer, TurnHygiene, consistent, cut_reason, within_budget
 from agent.model_errors import MalformedToolCall, is_tools_rejection, model_failure
+from agent.file_tools import build_file_tools
 from agent.tools import build_tools
 from memory.conversation_memory import ConversationMemory, ConversationMemoryManager
 
@@ -31,8 +33,10 @@ log = logging.getLogger("cmw.agent")
 
 SYSTEM_PROMPT = (
     "You are a helpful shopping assistant. You can manage the user's shopping cart with your tools and "
-    "show facts about the user's own session. You only ever see this one user's conversation and cart; "
-    "there is no way to see other users' data, so say so if asked."
+    "show facts about the user's own session. The user can attach files (tables, text, PDF) to the "
+    "conversation: list, describe, query and search them with your file tools, and answer from what they "
+    "return. You only ever see this one user's conversation, cart and files; there is no way to see other "
+    "users' data, so say so if asked."
 )
 
 
@@ -44,7 +48,7 @@ class CmwAgentState(AgentState):
 
 def build_agent_graph(model: BaseChatModel, catalog: Catalog, checkpointer: Checkpointer, middleware=()):
     """The process-wide compiled agent graph. Read-only after construction; shared by all sessions."""
-    return create_agent(model, build_tools(catalog), system_prompt=SYSTEM_PROMPT, middleware=list(middleware),
+    return create_agent(model, build_tools(catalog) + build_file_tools(), system_prompt=SYSTEM_PROMPT, middleware=list(middleware),
                         state_schema=CmwAgentState, context_schema=TurnContext, checkpointer=checkpointer)
 
 
@@ -133,6 +137,11 @@ class CmwAgent:
         self.conversation: ConversationMemory = manager.entry(principal=principal)
         self._rehydrated = False
 
+    @property
+    def files(self):
+        """The shared file store (every call names owner and conversation; see agent/context.py)."""
+        return self._manager.files
+
     async def rehydrate(self, principal: str, session_fingerprint: str) -> None:
         """Once: continue the conversation this session last used, if the store has one (after TTL or
         size eviction, the next request picks up exactly where the user left off)."""
@@ -170,6 +179,16 @@ class CmwAgent:
     def current(self, principal: str) -> ConversationMemory:
         """The conversation the next turn runs in: a deleted one is replaced by a new, empty one."""
         return self.start_new(principal) if self.conversation.deleted else self.conversation
+
+    @asynccontextmanager
+    async def locked_current(self, principal: str) -> AsyncIterator[ConversationMemory]:
+        """The current conversation, locked; one deleted while we waited is replaced by a new one."""
+        while True:
+            conversation = self.current(principal)
+            async with conversation.lock:
+                if not conversation.deleted and conversation is self.conversation:
+                    yield conversation
+                    return
 
     async def stream_turn(self, conversation: ConversationMemory, text: str, context: TurnContext,
                           message_id: str | None = None) -> AsyncIterator[TurnEvent]:

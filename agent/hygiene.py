@@ -4,6 +4,9 @@ A conversation stores what the person saw, which is more than the model should g
 
 - **Notices** (a failed turn's one-sentence reason) are stored as an ``AIMessage`` marked
   ``response_metadata["cmw_notice"] = <kind>``; they are shown and exported, never sent to the model.
+- **Uploads** (a file the person attached) are stored as a ``HumanMessage`` marked
+  ``additional_kwargs["cmw_upload"] = {"name", "size", "summary"}``: the model reads it as the person saying
+  which file they attached; it is shown as a file bubble and is not a turn (Undo and Retry skip it).
 - **Cut answers** (``finish_reason == "length"``, or a stream that ended without a finish reason) are
   marked ``response_metadata["cmw_cut"] = "length" | "server"``; the words stay in the model's view.
 - **Tool calls** without a result, and results without their call, never reach the model (old or
@@ -31,6 +34,7 @@ from agent.model_errors import Failure
 
 NOTICE = "cmw_notice"
 CUT = "cmw_cut"
+UPLOAD = "cmw_upload"
 DEFAULT_CONTEXT_TOKENS = 8192
 PROMPT_OVERHEAD_TOKENS = 700  # system prompt and tool schemas, roughly
 NO_TOOLS_PROMPT = ("\n\nThe shopping cart is unavailable right now (the model server does not accept tools): "
@@ -68,6 +72,23 @@ def notice_message(failure: Failure) -> AIMessage:
 
 def is_notice(message: BaseMessage) -> bool:
     return isinstance(message, AIMessage) and bool(message.response_metadata.get(NOTICE))
+
+
+def upload_note(name: str, size_text: str, summary: str) -> HumanMessage:
+    """The stored mark of an attached file (see the module docstring)."""
+    return HumanMessage(content=f"[Attached file: {name} ({size_text}) - {summary}]",
+                        additional_kwargs={UPLOAD: {"name": name, "size": size_text, "summary": summary}})
+
+
+def upload_of(message: BaseMessage) -> dict | None:
+    """The attached file an upload mark describes, or None for any other message."""
+    upload = message.additional_kwargs.get(UPLOAD) if isinstance(message, HumanMessage) else None
+    return upload if isinstance(upload, dict) else None
+
+
+def is_turn_start(message: BaseMessage) -> bool:
+    """A message the person typed (an upload mark is not one)."""
+    return isinstance(message, HumanMessage) and upload_of(message) is None
 
 
 def cut_of(message: BaseMessage) -> str | None:

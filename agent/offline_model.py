@@ -42,7 +42,15 @@ PATTERNS: MappingProxyType[str, re.Pattern[str]] = MappingProxyType({
     "clear": re.compile(r"^\s*(?:please\s+)?(?:clear|empty)\s+(?:my\s+|the\s+)?(?:cart|basket)" + _END, re.I),
     "session": re.compile(r"^\s*(?:show\s+(?:me\s+)?my\s+session(?:\s+info)?|session\s+info)" + _END, re.I),
     "count": re.compile(r"^\s*count\s+to\s+(\d{1,4})" + _END, re.I),
+    "files": re.compile(r"^\s*(?:(?:what|which)\s+files\s+do\s+i\s+have|(?:list|show)\s+(?:me\s+)?my\s+files|"
+                        r"my\s+files)" + _END, re.I),
+    "describe": re.compile(r"^\s*describe\s+(?:the\s+file\s+|my\s+file\s+)?(.+?)" + _END, re.I | re.S),
+    "rows": re.compile(r"^\s*how\s+many\s+rows\s+(?:are\s+)?(?:there\s+)?in\s+(.+?)" + _END, re.I | re.S),
+    "sum": re.compile(r"^\s*(?:sum|total)\s+(?:up\s+|of\s+)?(?:the\s+)?(.+?)\s+(?:column\s+)?in\s+(.+?)" + _END,
+                      re.I | re.S),
+    "search": re.compile(r"^\s*search\s+(?:in\s+|through\s+)?my\s+files\s+for\s+(.+?)" + _END, re.I | re.S),
 })
+_QUOTES = "\"'“”‘’`"
 
 HELP_TEXT = (
     "I'm the offline demo model, so I only understand a few phrases. Try:\n"
@@ -50,6 +58,8 @@ HELP_TEXT = (
     "- \"Add 2 apples to my cart\", \"Remove apples from my cart\", \"What's in my cart?\", \"Clear my cart\"\n"
     "- \"Show my session\"\n"
     "- \"Count to 40\" (a streaming demo)\n"
+    "- Attach a file with the paperclip, then \"What files do I have?\", \"Describe orders.csv\", \"How many rows "
+    "are in orders.csv?\", \"Sum amount in orders.csv\", \"Search my files for refund\"\n"
     "Set OPENAI_API_KEY to talk to a real model."
 )
 MAX_COUNT = 1000
@@ -90,10 +100,10 @@ def decide(messages: Sequence[BaseMessage], tool_names: Sequence[str] = ()) -> A
     text = last.text
     call_id = f"call_{len(messages)}"  # deterministic: position in the transcript
 
-    def tool_call(name: str, **args: Any) -> AIMessage:
-        if name not in tool_names:
-            return AIMessage(content=f"I would use the {name} tool, but it is not available here.")
-        return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}])
+    def tool_call(tool: str, **args: Any) -> AIMessage:
+        if tool not in tool_names:
+            return AIMessage(content=f"I would use the {tool} tool, but it is not available here.")
+        return AIMessage(content="", tool_calls=[{"name": tool, "args": args, "id": call_id, "type": "tool_call"}])
 
     if match := PATTERNS["set_name"].match(text):
         name = match.group(1).strip()
@@ -116,6 +126,17 @@ def decide(messages: Sequence[BaseMessage], tool_names: Sequence[str] = ()) -> A
         return tool_call("clear_cart")
     if PATTERNS["session"].match(text):
         return tool_call("session_info")
+    if PATTERNS["files"].match(text):
+        return tool_call("list_my_files")
+    if match := PATTERNS["rows"].match(text):
+        return tool_call("query_table", name=match.group(1).strip(_QUOTES), operation="count")
+    if match := PATTERNS["sum"].match(text):
+        return tool_call("query_table", name=match.group(2).strip(_QUOTES), operation="sum",
+                         column=match.group(1).strip(_QUOTES))
+    if match := PATTERNS["search"].match(text):
+        return tool_call("search_my_files", query=match.group(1).strip(_QUOTES))
+    if match := PATTERNS["describe"].match(text):
+        return tool_call("describe_file", name=match.group(1).strip(_QUOTES))
     if match := PATTERNS["count"].match(text):
         upto = min(int(match.group(1)), MAX_COUNT)
         return AIMessage(content=" ".join(str(n) for n in range(1, upto + 1)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from langchain.tools import ToolRuntime, tool
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import BaseTool
 from langgraph.types import Command
 
@@ -18,7 +18,7 @@ from agent.cart import Cart, cart_item_count
 from agent.cart_actions import CartAction
 from agent.catalog import Catalog
 from agent.context import TurnContext
-from agent.hygiene import is_notice
+from agent.hygiene import is_notice, is_turn_start
 
 
 def _timestamp(epoch: float) -> str:
@@ -69,7 +69,7 @@ def build_tools(catalog: Catalog) -> list[BaseTool]:
         """Show facts about the current user's own session (never anyone else's)."""
         session = runtime.context
         messages = runtime.state.get("messages") or []
-        count = sum(1 for m in messages if isinstance(m, HumanMessage)
+        count = sum(1 for m in messages if is_turn_start(m)
                     or (isinstance(m, AIMessage) and m.text and not m.tool_calls and not is_notice(m)))
         cart = runtime.state.get("cart") or {}
         text = ("Your session:\n"

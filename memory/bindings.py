@@ -11,7 +11,8 @@ evictable live-session cache, and:
   it - nothing of the old owner remains for a new one to bind to.
 
 Event ids (``call/<api>/<event_id>``, ``cancel``, ``stream/<event_id>``) are bearer tokens in Gradio;
-:class:`EventOwners` remembers which owner's request created each event, so only that owner may use it.
+:class:`RecentOwners` remembers which owner's request created each event (and uploaded each file), so only that
+owner may use it.
 Both hold keyed owner ids and Gradio ids only, never user content.
 """
 
@@ -101,8 +102,9 @@ class SessionBindings:
             return len(self._bindings)
 
 
-class EventOwners:
-    """event_id -> owner for recent events; the oldest is forgotten first (its events then refuse all)."""
+class RecentOwners:
+    """key -> owner for recent events (event id) or uploads (cache path); the oldest is forgotten first (its key
+    is then refused to all)."""
 
     def __init__(self, *, maxsize: int = 100_000, ttl: float = 3600.0, timer: Callable[[], float] = time.monotonic):
         self._maxsize, self._ttl, self._timer = maxsize, ttl, timer

@@ -18,7 +18,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, Remove
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
 from agent.cart import Cart, apply_cart_ops
-from agent.hygiene import consistent
+from agent.hygiene import consistent, is_turn_start, upload_of
+from memory.file_store import FileStore
 from memory.store import ConversationRecord, ConversationStore
 from memory.turn import TurnHandle
 
@@ -30,7 +31,7 @@ class Transcript:
 
     @property
     def turn_count(self) -> int:
-        return sum(1 for m in self.messages if isinstance(m, HumanMessage))
+        return sum(1 for m in self.messages if is_turn_start(m))
 
 
 def replay_cart(messages: list[BaseMessage]) -> Cart:
@@ -87,13 +88,20 @@ class ConversationMemory:
         graph = await self._runtime.graph()
         await graph.aupdate_state(self.config, update, as_node="model")
 
+    async def append_upload(self, note: HumanMessage) -> None:
+        """Record an attached file (see agent/hygiene.py ``upload_note``); caller holds the lock."""
+        graph = await self._runtime.graph()
+        await graph.aupdate_state(self.config, {"messages": [note]}, as_node="model")
+
     async def drop_last_turn(self) -> str | None:
-        """Forget the last user turn and everything after it (cart included). Returns its text."""
+        """Forget the last user turn and everything after it (cart included), except files attached since
+        (they stay attached). Returns its text."""
         transcript = await self.load()
-        starts = [i for i, m in enumerate(transcript.messages) if isinstance(m, HumanMessage)]
+        starts = [i for i, m in enumerate(transcript.messages) if is_turn_start(m)]
         if not starts:
             return None
-        kept = transcript.messages[: starts[-1]]
+        later_uploads = [m for m in transcript.messages[starts[-1]:] if upload_of(m)]
+        kept = transcript.messages[: starts[-1]] + later_uploads
         await self.replace(kept, replay_cart(kept))
         return transcript.messages[starts[-1]].text
 
@@ -131,6 +139,7 @@ class ConversationMemoryManager:
     def __init__(self, runtime: Any, store: ConversationStore):
         self.runtime = runtime
         self.store = store
+        self.files = FileStore(store)  # people's uploaded files, in the same database
         # One live entry per conversation, so every tab on one conversation shares its lock. Weak: an
         # entry disappears as soon as no session uses it. Holds no conversation data.
         self._live: weakref.WeakValueDictionary[str, ConversationMemory] = weakref.WeakValueDictionary()
@@ -201,6 +210,7 @@ class ConversationMemoryManager:
         entries.update({e.conversation_id: e for e in list(self._live.values()) if e.principal == principal})
         deleted = [await self._delete_entry(entry, principal) for entry in entries.values()]
         await self.store.delete_tokens(principal)  # assistant tokens (MCP) die with everything else
+        await self.files.delete_owner(principal)  # and every file, of any conversation
         return sum(deleted)
 
     async def expire_untouched_since(self, cutoff: float) -> int:
@@ -215,6 +225,7 @@ class ConversationMemoryManager:
                     continue
                 entry.deleted = True
                 deleted += await self.store.delete(record.id, record.owner)
+                await self.files.delete_conversation(record.owner, record.id)
         return deleted
 
     async def _delete_entry(self, entry: ConversationMemory, principal: str) -> bool:
@@ -225,4 +236,5 @@ class ConversationMemoryManager:
             deleted = await self.store.delete(entry.conversation_id, principal)
             if not deleted and entry.principal == principal:
                 await self.store.delete_checkpoints(entry.conversation_id)  # a first turn, not yet recorded
+            await self.files.delete_conversation(principal, entry.conversation_id)
         return deleted

@@ -6,7 +6,7 @@ entry leaves - expiry, size eviction, explicit discard - the session is released
 the store on the next request. Get-or-create is atomic.
 
 Beside it, and outliving it, the registry keeps who owns each key (:class:`memory.bindings.SessionBindings`)
-and which owner created each Gradio event (:class:`memory.bindings.EventOwners`): evicting a live session
+and which owner created each Gradio event (:class:`memory.bindings.RecentOwners`): evicting a live session
 never frees its key for someone else.
 """
 
@@ -19,7 +19,7 @@ from typing import Callable, Hashable
 
 from cachetools import TTLCache
 
-from memory.bindings import Bound, EventOwners, SessionBindings
+from memory.bindings import Bound, RecentOwners, SessionBindings
 from memory.session import Session, SessionFactory
 
 
@@ -55,7 +55,8 @@ class SessionRegistry:
         self.bindings = SessionBindings(maxsize=bindings_max or 10 * maxsize, idle_ttl=binding_ttl or ttl,
                                         timer=timer)
         self.bindings.on_forget = self.close
-        self.events = EventOwners(timer=timer)
+        self.events = RecentOwners(timer=timer)
+        self.uploads = RecentOwners(timer=timer)  # Gradio cache path of an upload -> the owner who uploaded it
         self.forget_state: Callable[[str], None] = lambda key: None  # set by the app: Gradio's per-hash state
 
     def get_or_create(self, session_key: Hashable, owner: str | None = None, username: str | None = None) -> Session:

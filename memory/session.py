@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from agent.cmw_agent import CmwAgent
-from agent.context import TurnContext
+from agent.context import ConversationFiles, TurnContext
 from memory.conversation_memory import ConversationMemory, ConversationMemoryManager
 from memory.turn import TurnHandle
 from security.caller import may_use
@@ -43,7 +43,9 @@ class Session:
 
     def turn_context(self, conversation: ConversationMemory) -> TurnContext:
         """The frozen view a tool gets of this session for one turn."""
-        return TurnContext(conversation.conversation_id, self.fingerprint, self.created_at, self.last_active)
+        files = ConversationFiles(self.agent.files, self.principal, conversation.conversation_id) \
+            if self.principal else None
+        return TurnContext(conversation.conversation_id, self.fingerprint, self.created_at, self.last_active, files)
 
     def begin_turn(self) -> TurnHandle:
         handle = TurnHandle()

@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 
-from gradio_compat import (BODY_ROUTES, EVENT_CREATING_ROUTES, api_route, created_event, named_events,
-                           named_sessions)
+from gradio_compat import (BODY_ROUTES, EVENT_CREATING_ROUTES, UPLOAD_ROUTE, api_route, created_event,
+                           file_paths_in, named_events, named_sessions, served_file, uploaded_paths)
 from memory.bindings import Bound
 from memory.registry import SessionRegistry
 from security.caller import SCOPE_KEY, Caller
@@ -42,7 +42,9 @@ log = logging.getLogger("cmw.http_guard")
 
 MAX_BODY_BYTES = 64_000  # a chat message is at most CMW_MAX_MESSAGE_CHARS; nothing else here is large
 NOT_FOUND = b'{"detail": "Not Found"}'
-NO_UPLOADS = b'{"detail": "This app takes no file uploads."}'
+UPLOAD_NEEDS_COOKIE = (b'{"detail": "Uploading needs this site\'s owner cookie. Allow cookies for this site (or open '
+                       b'the app in its own tab) and reload; API callers: keep the cookie of your first request."}')
+NOT_YOUR_FILE = (b'{"detail": "That file was not uploaded by you. Upload it again from this page (or this client)."}')
 TOO_MANY_SESSIONS = b'{"detail": "Too many new sessions from your address. Please wait %d seconds and try again."}'
 SESSIONS_FULL = (b'{"detail": "The app is serving as many sessions as it can right now. Please try again in a '
                  b'few minutes."}')
@@ -128,7 +130,7 @@ class OwnerGuard:
             return await _respond(send, 400, DUPLICATE_COOKIES)
         owner = self.credentials.owner_of(tokens[0]) if tokens else None
 
-        body, named, events = b"", [], []
+        body, named, events, files = b"", [], [], []
         if route is not None:
             if scope["method"] == "POST" and route.startswith(BODY_ROUTES):
                 body, too_large = await _read_body(receive)
@@ -136,6 +138,7 @@ class OwnerGuard:
                     return await _respond(send, 413, b'{"detail": "Request too large."}')
                 receive = _replay(body)
             named, events = named_sessions(scope, route, body), named_events(scope, route, body)
+            files = file_paths_in(body)
 
         set_cookie = None
         if owner is None and may_mint(scope, headers, bool(named), mode.partitioned):
@@ -146,7 +149,7 @@ class OwnerGuard:
         if owner is None and named and not tokens and "sec-fetch-site" in headers:
             # A browser that keeps no cookie at all: the tab's own session, ending with the tab.
             caller = Caller(self.credentials.tab_owner(named[0][0]), tab_only=True)
-        refusal = self._refusal(scope, route, caller, named, events)
+        refusal = self._refusal(scope, route, caller, named, events, files) if route is not None else None
         if refusal is not None and caller.owner is None and tokens:
             refusal = 403, INVALID_COOKIE
         if refusal is not None:
@@ -170,14 +173,22 @@ class OwnerGuard:
             return 403, CROSS_SITE
         if route is not None and route.startswith("deep_link"):
             return 404, NOT_FOUND
-        if route is not None and route.startswith(("upload", "upload_progress")):
-            return 403, NO_UPLOADS
+        if route is not None and scope["method"] in _SAFE_METHODS and (path := served_file(route)) is not None \
+                and self.registry.uploads.owner_of(path) is not None:
+            return 404, NOT_FOUND  # an upload is never served back, to anyone: it lives in the store
         if scope["path"].startswith("/monitoring") and not self.monitoring:
             return 404, NOT_FOUND
         return None
 
-    def _refusal(self, scope, route, caller: Caller, named, events) -> tuple[int, bytes] | None:
-        """Why this caller may not act on the sessions and events it names, or None."""
+    def _refusal(self, scope, route, caller: Caller, named, events, files) -> tuple[int, bytes] | None:
+        """Why this caller may not act on the sessions, events and uploaded files it names, or None."""
+        if route.rstrip("/") == UPLOAD_ROUTE and scope["method"] == "POST" and (caller.owner is None
+                                                                              or caller.tab_only):
+            return 403, UPLOAD_NEEDS_COOKIE
+        for path in files:
+            if caller.owner is None or self.registry.uploads.owner_of(path) != caller.owner:
+                log.warning("refused %s naming a file the caller did not upload", printable(route.split("/")[0]))
+                return 403, NOT_YOUR_FILE
         for event_id in events:
             if caller.owner is None or self.registry.events.owner_of(event_id) != caller.owner:
                 log.warning("refused %s for an event that is not the caller's", printable(route.split("/")[0]))
@@ -205,10 +216,13 @@ class OwnerGuard:
         return None
 
     def _wrap_send(self, send, set_cookie: str | None, route: str | None, method: str, owner: str | None):
-        """Add the new cookie to the response; note who created the event an answer names."""
+        """Add the new cookie to the response; note who created the event, or uploaded the files, an answer
+        names (before the client can learn the id or the path)."""
         records_event = route is not None and owner is not None and method == "POST" and route.startswith(
             EVENT_CREATING_ROUTES)
-        if set_cookie is None and not records_event:
+        records_upload = route is not None and owner is not None and method == "POST" and route.rstrip(
+            "/") == UPLOAD_ROUTE
+        if set_cookie is None and not records_event and not records_upload:
             return send
         answer = bytearray()
 
@@ -216,12 +230,15 @@ class OwnerGuard:
             if message["type"] == "http.response.start" and set_cookie:
                 message = {**message, "headers": [*message.get("headers", []),
                                                   (b"set-cookie", set_cookie.encode("latin-1"))]}
-            elif message["type"] == "http.response.body" and records_event and len(answer) < 4096:
+            elif message["type"] == "http.response.body" and (records_event or records_upload) \
+                    and len(answer) < 65536:
                 answer.extend(message.get("body", b""))
                 if not message.get("more_body"):
-                    event_id = created_event(route, method, bytes(answer))
+                    event_id = created_event(route, method, bytes(answer)) if records_event else None
                     if event_id:  # recorded before the client can learn the id
                         self.registry.events.record(event_id, owner)
+                    for path in uploaded_paths(route, method, bytes(answer)) if records_upload else ():
+                        self.registry.uploads.record(path, owner)
             await send(message)
 
         return wrapped

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from gradio_client import Client
 
-PUBLIC = {"chat", "conversations", "resume", "delete_all"}
+PUBLIC = {"chat", "upload", "conversations", "resume", "delete_all"}
 
 
 def test_the_public_endpoints_have_their_documented_names(launch_app):

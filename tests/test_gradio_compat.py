@@ -107,3 +107,25 @@ def test_server_loop_and_queue_bound_are_reachable(launch_app):
     loop = server_loop(app.demo)
     assert isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running()
     assert queue_max_size(app.demo) == app.settings.gradio_event_limit
+
+
+def test_upload_answers_paths_and_events_name_them_as_file_data(launch_app, tmp_path):
+    """``POST upload`` answers a JSON list of cache paths; an event names one as FileData in its body; the
+    file routes take the path after ``file=`` or ``file/``. The guard reads all three (gradio_compat)."""
+    import httpx
+
+    from gradio_compat import file_paths_in, normal_path, served_file, upload_folder, uploaded_paths
+
+    app, url = launch_app()
+    with httpx.Client(base_url=url, timeout=30) as http:
+        http.get("/config")
+        answer = http.post("/gradio_api/upload", files={"files": ("a.csv", b"x,y\n1,2\n")})
+    assert answer.status_code == 200
+    paths = uploaded_paths("upload", "POST", answer.content)
+    assert len(paths) == 1 and paths[0].startswith(upload_folder()) and paths[0].endswith("a.csv")
+    assert uploaded_paths("upload", "GET", answer.content) == [] and uploaded_paths("upload", "POST", b"{}") == []
+    body = ('{"data": [[{"path": "%s", "meta": {"_type": "gradio.FileData"}}], "text"], "fn_index": 3}'
+            % paths[0]).encode()
+    assert file_paths_in(body) == paths and file_paths_in(b'{"data": ["no files"]}') == []
+    assert served_file(f"file={paths[0]}") == served_file(f"file/{paths[0]}") == paths[0]
+    assert served_file("file=/tmp/../tmp/gradio/x") == normal_path("/tmp/gradio/x") and served_file("info") is None

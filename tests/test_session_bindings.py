@@ -123,14 +123,17 @@ def test_an_unloaded_tab_leaves_no_state_and_its_hash_stays_taken(launch_app, mo
         assert join(http, url, victim.session_hash, "What's my name?").status_code == 403
 
 
-def test_oversized_input_uploads_and_monitoring_are_refused(launch_app):
-    app, url = launch_app()
+def test_oversized_input_oversized_uploads_and_monitoring_are_refused(launch_app):
+    app, url = launch_app(max_upload_mb=0.01)
     with attacker(url) as http:
         huge = join(http, url, uuid.uuid4().hex[:11], "x" * 200_000)
-        upload = http.post(url + "gradio_api/upload", files={"files": ("a.txt", b"x" * 1000)})
+        upload = http.post(url + "gradio_api/upload", files={"files": ("a.txt", b"x" * 20_000)})
         monitoring = [http.get(url + path) for path in ("monitoring", "monitoring/summary")]
+    cookieless = httpx.post(url + "gradio_api/upload", files={"files": ("a.txt", b"x")},
+                            headers={"sec-fetch-site": "same-origin"})
     assert huge.status_code == 413
-    assert upload.status_code == 403 and "no file uploads" in upload.json()["detail"]
+    assert upload.status_code == 413 and "maximum allowed size" in upload.text
+    assert cookieless.status_code == 403 and "owner cookie" in cookieless.json()["detail"]
     assert [m.status_code for m in monitoring] == [404, 404]
 
 

@@ -72,10 +72,7 @@ class ChatHandlers:
 
     async def _session_for(self, request, conversation_ref: str | None) -> Session:
         """Resolve the session and follow the tab's conversation reference, if it is this owner's."""
-        session = await self._edge.resolve(request)
-        if conversation_ref and conversation_ref != session.conversation.conversation_id:
-            await session.agent.open(conversation_ref, session.principal)
-        return session
+        return await self._edge.resolve_showing(request, conversation_ref)
 
     def _refusal(self, session: Session, request, text: str) -> str | None:
         """Why this message is not run (empty, too long, too fast), or None. Nothing refused is stored."""
@@ -114,12 +111,8 @@ class ChatHandlers:
     @asynccontextmanager
     async def _locked_conversation(self, session: Session):
         """The session's current conversation, locked; one deleted meanwhile is replaced by a new one."""
-        while True:
-            conversation = session.agent.current(session.principal)
-            async with conversation.lock:
-                if not conversation.deleted and conversation is session.conversation:
-                    yield conversation
-                    return
+        async with session.agent.locked_current(session.principal) as conversation:
+            yield conversation
 
     async def _locked_turn(self, session: Session, text: str, view: TurnView,
                            handle: TurnHandle) -> AsyncIterator[TurnView]:

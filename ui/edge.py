@@ -46,6 +46,13 @@ class SessionEdge:
         await session.agent.rehydrate(session.principal, session.fingerprint)
         return session
 
+    async def resolve_showing(self, request: gr.Request | None, conversation_ref: str | None) -> Session:
+        """:meth:`resolve`, then follow the tab's conversation reference, if it is this owner's."""
+        session = await self.resolve(request)
+        if conversation_ref and conversation_ref != session.conversation.conversation_id:
+            await session.agent.open(conversation_ref, session.principal)
+        return session
+
     def existing(self, request: gr.Request | None) -> Session | None:
         """The caller's live session, if there is one and it is theirs; never creates one."""
         session_hash = getattr(request, "session_hash", None) if request is not None else None

@@ -18,6 +18,8 @@ from ui.chat_handler import LATEST_CONVERSATION, ChatHandlers, ready_box
 from ui.conversations import ConversationHandlers
 from ui.assistant import AssistantHandlers, build_assistant_panel
 from ui.privacy import PrivacyHandlers
+from ui.uploads import UploadHandlers
+from agent.file_reader import ACCEPTED_SUFFIXES
 
 EXAMPLES = ("My name is Alice", "What's my name?", "Add 2 apples to my cart", "Show my cart", "Show my session",
             "Count to 40")
@@ -49,6 +51,10 @@ PAGE_CSS = """
 #chatbot .placeholder { text-align: center; max-width: 640px; margin: 0 auto; padding: 0 16px; }
 #chatbot .examples { display: flex; flex-wrap: wrap; justify-content: center; gap: 8px; }
 #chatbot .example { width: auto; min-height: 0; padding: 6px 14px; border-radius: 999px; flex: none; }
+#composer { gap: 6px; align-items: flex-end; flex-wrap: nowrap; }
+#attach { min-width: 44px !important; max-width: 52px; font-size: 0; padding: 0; align-self: stretch; }
+#attach::before { content: ""; width: 20px; height: 20px; background: currentColor;
+  -webkit-mask: url("data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24'%3E%3Cpath d='M21 11.5l-8.6 8.6a5.5 5.5 0 0 1-7.8-7.8l8.6-8.6a3.7 3.7 0 0 1 5.2 5.2l-8.6 8.6a1.8 1.8 0 0 1-2.6-2.6l7.9-7.9' fill='none' stroke='black' stroke-width='2' stroke-linecap='round' stroke-linejoin='round'/%3E%3C/svg%3E") center / contain no-repeat; mask: url("data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24'%3E%3Cpath d='M21 11.5l-8.6 8.6a5.5 5.5 0 0 1-7.8-7.8l8.6-8.6a3.7 3.7 0 0 1 5.2 5.2l-8.6 8.6a1.8 1.8 0 0 1-2.6-2.6l7.9-7.9' fill='none' stroke='black' stroke-width='2' stroke-linecap='round' stroke-linejoin='round'/%3E%3C/svg%3E") center / contain no-repeat; }
 #notice { padding: 6px 12px; border-radius: 8px; background: #fef3c7; color: #78350f; font-size: 14px; }
 #notice p { margin: 0; }
 #cookie-notice { font-size: 13px; }
@@ -74,7 +80,7 @@ body:has(#notice) #chatbot, body:has(#cookie-notice) #chatbot { height: calc(100
 
 
 def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: PrivacyHandlers,
-             settings: Settings, model_label: str, how_to_switch: str,
+             uploads: UploadHandlers, settings: Settings, model_label: str, how_to_switch: str,
              assistant: AssistantHandlers | None = None) -> gr.Blocks:
     limit = settings.gradio_event_limit  # running turns + waiting ones (see security/admission.py)
     with gr.Blocks(title="CMW Agent", delete_cache=(600, 600)) as demo:
@@ -105,8 +111,11 @@ def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: P
                              placeholder=WELCOME.format(label=model_label, how_to_switch=how_to_switch),
                              examples=[{"text": text} for text in EXAMPLES])
         notice = gr.Markdown(visible=False, elem_id="notice")
-        textbox = gr.Textbox(placeholder="Message CMW Agent", show_label=False, lines=1, max_lines=8,
-                             submit_btn=True, stop_btn=False, elem_id="message", autofocus=True)
+        with gr.Row(elem_id="composer", equal_height=True):
+            attach = gr.UploadButton("Attach", file_types=list(ACCEPTED_SUFFIXES), file_count="multiple", size="md",
+                                     scale=0, min_width=48, elem_id="attach", variant="secondary")
+            textbox = gr.Textbox(placeholder="Message CMW Agent", show_label=False, lines=1, max_lines=8,
+                                 submit_btn=True, stop_btn=False, elem_id="message", autofocus=True, scale=1)
         export_folder = gr.State(None)  # this request's export folder until Gradio has copied the files
 
         demo.load(None, None, None, js=sidebar.CLOSED_ON_PHONE, **HIDDEN)
@@ -126,6 +135,9 @@ def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: P
             turn.then(ready_box, None, [textbox], queue=False, **HIDDEN).then(
                 conversations.refresh, None, [conversation_list], **QUIET)
 
+        # The paperclip: each file is read, stored as this owner's, and shown as a file bubble (ui/uploads.py).
+        attach.upload(uploads.attach, [attach, conversation_ref], turn_outputs, concurrency_limit=limit,
+                      **QUIET).then(conversations.refresh, None, [conversation_list], **QUIET)
         textbox.stop(chat.stop, None, None, queue=False, **HIDDEN)
         chatbot.undo(chat.undo, [conversation_ref], [chatbot, textbox, notice], **HIDDEN).then(
             ready_box, None, [textbox], queue=False, **HIDDEN)  # the text stays on screen, not in Gradio's state
@@ -148,7 +160,7 @@ def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: P
             conversations.refresh, None, [conversation_list], **QUIET).then(privacy.keeps, None, [keeps], **HIDDEN)
         demo.unload(chat.unload)
 
-        # Public API (stable contract): /chat, /conversations, /resume, /delete_all.
+        # Public API (stable contract): /chat, /upload, /conversations, /resume, /delete_all.
         with gr.Row(visible=False):
             api_message = gr.Textbox(label="message")
             api_reply = gr.Textbox(label="reply")
@@ -156,12 +168,19 @@ def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: P
             api_list = gr.JSON(label="conversations")
             api_messages = gr.JSON(label="messages")
             api_deleted = gr.Textbox(label="result")
+            api_file = gr.File(label="file", type="filepath", file_types=list(ACCEPTED_SUFFIXES))
+            api_summary = gr.Textbox(label="summary")
+            api_upload = gr.Button()
             api_chat, api_conversations, api_resume, api_delete_all = gr.Button(), gr.Button(), gr.Button(), gr.Button()
         api_chat.click(chat.api_chat, [api_message], [api_reply], api_name="chat", concurrency_limit=limit,
                        api_description="Send one message; streams the reply text. Keep the cmw_owner cookie the "
                                        "server sets on your first request and send it back on every later one "
                                        "(gradio_client does this for you; with curl use a cookie jar: -c jar -b jar): "
                                        "without it each request is a stranger and is refused.")
+        api_upload.click(uploads.api_upload, [api_file], [api_summary], api_name="upload", concurrency_limit=limit,
+                         api_description="Attach one file (CSV, TSV, TXT, Markdown, JSON or PDF; use "
+                                         "gradio_client.handle_file) to this session's conversation; returns its "
+                                         "one-line summary, or why it was not stored. Same cookie rules as /chat.")
         api_conversations.click(conversations.api_conversations, None, [api_list], api_name="conversations",
                                 api_description="This owner's conversations, newest first.")
         api_resume.click(conversations.api_resume, [api_conversation], [api_messages], api_name="resume",

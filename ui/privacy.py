@@ -6,6 +6,7 @@ import json
 import shutil
 import tempfile
 import time
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,15 +14,16 @@ import gradio as gr
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from agent.cart import cart_item_count, describe_cart
-from agent.hygiene import NOTICE, cut_of
+from agent.hygiene import NOTICE, cut_of, upload_of
 from memory.conversation_memory import ConversationMemoryManager
 from mcp_server.tokens import AssistantTokens
 from settings import Settings
 from ui.edge import SessionEdge
+from agent.file_reader import format_size
 from ui.render import CUT_NOTES, STOPPED_NOTE
 
 EXPORT_PREFIX = "cmw-export-"
-DELETED_MESSAGE = "All your data was deleted: {n} conversation(s), their messages, carts and checkpoints."
+DELETED_MESSAGE = "All your data was deleted: {n} conversation(s), their messages, carts, files and checkpoints."
 
 
 def _iso(epoch: float) -> str:
@@ -30,7 +32,8 @@ def _iso(epoch: float) -> str:
 
 def _message_record(message) -> dict:
     if isinstance(message, HumanMessage):
-        return {"role": "user", "content": message.text}
+        upload = upload_of(message)
+        return {"role": "user", "content": message.text, **({"attached_file": upload} if upload else {})}
     if isinstance(message, ToolMessage):
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text}
     if isinstance(message, AIMessage):
@@ -47,6 +50,11 @@ def _message_record(message) -> dict:
     return {"role": message.type, "content": str(message.content)}
 
 
+def _archive_name(conversation_id: str, file) -> str:
+    """Where a file's original sits in the export archive: one folder per conversation."""
+    return f"{conversation_id}/{file.name}"
+
+
 class PrivacyHandlers:
     def __init__(self, edge: SessionEdge, manager: ConversationMemoryManager, settings: Settings,
                  tokens: AssistantTokens | None = None):
@@ -61,12 +69,16 @@ class PrivacyHandlers:
             entry = self._manager.entry(record.id, session.principal)
             async with entry.lock:  # a consistent snapshot: no turn is half-written into it
                 transcript = await entry.load()
+                files = await self._manager.files.list(session.principal, record.id)
             conversations.append({
                 "id": record.id, "title": record.title, "created_at": _iso(record.created_at),
                 "updated_at": _iso(record.updated_at),
                 "deleted_after": _iso(record.updated_at + self._settings.retention_days * 86400),
                 "messages": [_message_record(m) for m in transcript.messages],
-                "cart": transcript.cart})
+                "cart": transcript.cart,
+                "files": [{"id": f.id, "name": f.name, "size_bytes": f.size, "summary": f.summary,
+                           "uploaded_at": _iso(f.created_at), "in_archive": _archive_name(record.id, f)}
+                          for f in files]})
         return conversations
 
     async def keeps(self, request: gr.Request) -> str:
@@ -77,7 +89,8 @@ class PrivacyHandlers:
         lines = ["### What this assistant keeps about you",
                  f"- **Conversations:** {len(conversations)} stored. Each is deleted {days} days after its last "
                  "message, or now with *Delete* / *Delete all my data*.",
-                 "- **Per conversation:** your messages, the replies, tool results and your cart.",
+                 "- **Per conversation:** your messages, the replies, tool results, your cart and the files you "
+                 "attached (the originals and a search index of their text; deleted with the conversation).",
                  "- **Not kept:** your IP address, the raw session id or your cookie value (only keyed, one-way "
                  "hashes of them).",
                  f"- **This tab's live session:** started {_iso(session.created_at)}; released from memory after "
@@ -89,8 +102,23 @@ class PrivacyHandlers:
                 title = c["title"].replace("|", "\\|")
                 lines.append(f"| {title} | {shown} | {cart_item_count(c['cart'])} | {c['updated_at']} | "
                              f"{c['deleted_after']} |")
+        lines += self._file_lines(conversations)
         lines += await self._token_lines(session, {c["id"]: c["title"] for c in conversations})
         return "\n".join(lines)
+
+    def _file_lines(self, conversations: list[dict]) -> list[str]:
+        """Attached files: which conversation holds each, its size and summary."""
+        files = [(c["title"], f) for c in conversations for f in c["files"]]
+        if not files:
+            return []
+        total = sum(f["size_bytes"] for _, f in files)
+        lines = ["", f"- **Files:** {len(files)} ({format_size(total)} of your {format_size(self._settings.max_storage_bytes)}"
+                     "). Never served back through any link; exported as originals.", "",
+                 "| file | size | conversation | uploaded |", "|---|---|---|---|"]
+        for title, f in files:
+            lines.append(f"| {f['name'].replace('|', chr(92) + '|')} | {format_size(f['size_bytes'])} | "
+                         f"{title.replace('|', chr(92) + '|')} | {f['uploaded_at']} |")
+        return lines
 
     async def _token_lines(self, session, titles: dict[str, str]) -> list[str]:
         """Assistant (MCP) tokens: which conversation each opens and when it expires (never the token)."""
@@ -118,7 +146,17 @@ class PrivacyHandlers:
         json_path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
         md_path = folder / f"{EXPORT_PREFIX}{stamp}.md"
         md_path.write_text(self._markdown(data), encoding="utf-8")
-        return [str(json_path), str(md_path)], str(folder)
+        paths = [str(json_path), str(md_path)]
+        if any(c["files"] for c in conversations):  # the originals, beside the transcript
+            archive = folder / f"{EXPORT_PREFIX}{stamp}-files.zip"
+            with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+                for c in conversations:
+                    for f in c["files"]:
+                        data_bytes = await self._manager.files.content(session.principal, c["id"], f["id"])
+                        if data_bytes is not None:
+                            bundle.writestr(f["in_archive"], data_bytes)
+            paths.append(str(archive))
+        return paths, str(folder)
 
     @staticmethod
     def forget_export(folder: str) -> None:
@@ -144,6 +182,10 @@ class PrivacyHandlers:
                     out.append(f"> tool result: {m['content']}")
                 out.append("")
             out += [describe_cart(c["cart"]), ""]
+            for f in c.get("files", ()):
+                out.append(f"- Attached file **{f['name']}** ({format_size(f['size_bytes'])}): {f['summary']} "
+                           f"(original in the archive at `{f['in_archive']}`)")
+            out.append("")
         return "\n".join(out)
 
     async def delete_all(self, request: gr.Request):

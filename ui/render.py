@@ -10,7 +10,7 @@ import gradio as gr
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 from agent.cmw_agent import AnswerCut, HistoryTrimmed, TextDelta, ToolFinished, ToolsOff, ToolStarted, TurnEvent
-from agent.hygiene import cut_of, is_notice
+from agent.hygiene import cut_of, is_notice, upload_of
 
 
 # Markdown (and the HTML it lets through) has no say over what a person typed: every character that could
@@ -47,6 +47,13 @@ def user_message(text: str) -> gr.ChatMessage:
     return gr.ChatMessage(role="user", content=literal(text))
 
 
+def file_bubble(upload: dict) -> gr.ChatMessage:
+    """An attached file in the chat: its name, size and one-line summary (never a link: files are not served)."""
+    return gr.ChatMessage(role="user", content=f"Attached **{literal(str(upload.get('name', '')))}** · "
+                                               f"{literal(str(upload.get('size', '')))} · "
+                                               f"{literal(str(upload.get('summary', '')))}")
+
+
 def failure_message_bubble(sentence: str) -> gr.ChatMessage:
     """A failure told in the chat: its own message, never part of an answer. Stored as a notice that the
     model never sees (agent/hygiene.py), so a reload shows it the same way."""
@@ -68,7 +75,8 @@ def render_transcript(messages: list[BaseMessage]) -> list[gr.ChatMessage]:
     shown: list[gr.ChatMessage] = []
     for message in messages:
         if isinstance(message, HumanMessage):
-            shown.append(user_message(message.text))
+            upload = upload_of(message)
+            shown.append(file_bubble(upload) if upload else user_message(message.text))
         elif isinstance(message, AIMessage):
             for call in message.tool_calls:
                 shown.append(gr.ChatMessage(

@@ -147,7 +147,7 @@ def test_user_text_is_shown_literally_and_answers_still_render_markdown(launch_a
         expect(users.locator(tag)).to_have_count(0)
     assert not [u for u in requested if u.rstrip("/").endswith("/x")], requested
     # The assistant's Markdown is still Markdown: the help text is a bulleted list.
-    expect(chat.page.locator(BOT_MSG).last.locator("li")).to_have_count(4)
+    expect(chat.page.locator(BOT_MSG).last.locator("li")).to_have_count(5)
     chat.assert_no_error()
 
 
