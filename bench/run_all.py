@@ -36,7 +36,8 @@ import report  # noqa: E402
 from common import BENCH, RESULTS, ROOT, bench_env, loadavg, machine_info  # noqa: E402
 
 FULL_APPS = ["cmw", "cmw-per-token", "cmw-tuned", "cmw-tuned-2proc", "naive"]
-SECURITY_QUICK = ("binding_flood.py", "cookie_header.py")  # checked by --quick only (not part of the figures)
+# Checked by --quick only, beside the others (not part of the figures; each prints its own)
+QUICK_SIDE = ("binding_flood.py", "cookie_header.py", "file_upload.py")
 
 
 def now() -> str:
@@ -153,10 +154,10 @@ def main() -> None:
             log(f"waiting for load {loadavg()[0]:.2f} < {args.max_load}")
             time.sleep(15)
 
-    # quick: the security benchmarks (their own --quick) start now and run beside the others
+    # quick: the side benchmarks (security, files; their own --quick) start now and run beside the others
     side = {script: subprocess.Popen([sys.executable, str(BENCH / script), "--quick"], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=bench_env())
-            for script in (SECURITY_QUICK if quick else ())}
+            for script in (QUICK_SIDE if quick else ())}
     command = ".venv/bin/python bench/run_all.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     started = time.time()
     res: dict = {"command": command, "started": now(), "machine": machine_info(), "load_start": loadavg(),
@@ -217,7 +218,7 @@ def main() -> None:
     attempt("report", lambda: report.render(res, results, update_readme=not quick))
     if quick:
         broken += [f"not clean: {u}" for u in unclean(res)]
-        for script, proc in side.items():  # security benchmarks: still run, still hold
+        for script, proc in side.items():  # side benchmarks: still run, still hold
             try:
                 out, err = proc.communicate(timeout=300)
             except subprocess.TimeoutExpired:
