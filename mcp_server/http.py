@@ -25,6 +25,7 @@ from starlette.datastructures import Headers
 
 from mcp_server.carts import SCOPE_KEY, McpCaller
 from mcp_server.service import McpService
+from security.asgi_body import read_body, replay
 from security.http_guard import is_cross_site
 
 log = logging.getLogger("cmw.mcp")
@@ -59,36 +60,6 @@ async def _refuse(send, status: int, message: str, extra_headers: list | None = 
                *(extra_headers or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _read_body(receive) -> bytes | None:
-    """The whole request body, or None when it is larger than MAX_BODY_BYTES."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        size += len(chunks[-1])
-        if size > MAX_BODY_BYTES:
-            return None
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive):
-    """The body already read, then the real channel (an SSE response listens on it for the disconnect)."""
-    sent = False
-
-    async def replayed():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
 
 
 def _is_initialize(body: bytes) -> bool:
@@ -151,7 +122,7 @@ class McpEndpoint:
         """A request without a session: only ``initialize`` may open one, a bounded number per address."""
         if scope["method"] != "POST":
             return await _refuse(send, 400, NO_SESSION)
-        body = await _read_body(receive)
+        body = await read_body(receive, MAX_BODY_BYTES)
         if body is None:
             return await _refuse(send, 413, TOO_LARGE)
         if not _is_initialize(body):
@@ -168,4 +139,4 @@ class McpEndpoint:
                 log.info("MCP session %s opened", self.service.credentials.fingerprint(opened) if opened else "-")
             await send(message)
 
-        await self.service.manager.handle_request(scope, _replay(body, receive), note_opened)
+        await self.service.manager.handle_request(scope, replay(body, receive), note_opened)

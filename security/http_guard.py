@@ -32,6 +32,7 @@ from gradio_compat import (BODY_ROUTES, EVENT_CREATING_ROUTES, UPLOAD_ROUTE, api
                            file_paths_in, named_events, named_sessions, served_file, uploaded_paths)
 from memory.bindings import Bound
 from memory.registry import SessionRegistry
+from security.asgi_body import read_body, replay
 from security.caller import SCOPE_KEY, Caller
 from security.cookie_mode import cookie_mode
 from security.cookies import CookieHeaderTooLarge, cookie_pairs
@@ -133,10 +134,10 @@ class OwnerGuard:
         body, named, events, files = b"", [], [], []
         if route is not None:
             if scope["method"] == "POST" and route.startswith(BODY_ROUTES):
-                body, too_large = await _read_body(receive)
-                if too_large:
+                body = await read_body(receive, MAX_BODY_BYTES)
+                if body is None:
                     return await _respond(send, 413, b'{"detail": "Request too large."}')
-                receive = _replay(body)
+                receive = replay(body, receive)
             named, events = named_sessions(scope, route, body), named_events(scope, route, body)
             files = file_paths_in(body)
 
@@ -252,32 +253,3 @@ def _client(scope) -> str:
 def printable(text: str, limit: int = 120) -> str:
     """Text from a request made safe for one log line: control characters escaped, length bounded."""
     return text[:limit].encode("unicode_escape").decode("ascii")
-
-
-async def _read_body(receive) -> tuple[bytes, bool]:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return b"", True
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks), False
-
-
-def _replay(body: bytes):
-    sent = False
-
-    async def receive():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    return receive
