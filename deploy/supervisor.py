@@ -78,7 +78,7 @@ class Workers:
 
 def supervise(settings: Settings, *, host: str, port: int, workers: int) -> int:
     """Serve ``workers`` app processes behind HAProxy on host:port until a signal; the exit status."""
-    haproxy = shutil.which("haproxy")
+    haproxy = find_haproxy()
     if haproxy is None:
         raise SystemExit(MISSING_HAPROXY)
     prepare_shared(settings)
@@ -104,6 +104,11 @@ def supervise(settings: Settings, *, host: str, port: int, workers: int) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         shutil.rmtree(config_dir, ignore_errors=True)
+
+
+def find_haproxy() -> str | None:
+    """HAProxy's path: on the PATH, or where Debian puts it (/usr/sbin is not on a normal user's PATH)."""
+    return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
 
 
 def _run(pool: Workers, proxy: Child, host: str, port: int) -> int:

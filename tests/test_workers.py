@@ -12,7 +12,6 @@ Without ``haproxy`` these tests skip with the reason; with ``CI=true`` they fail
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from settings import Settings
 from tests_support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-HAPROXY = shutil.which("haproxy")
+HAPROXY = supervisor.find_haproxy()
 IN_CI = os.environ.get("CI", "").lower() == "true"
 START_TIMEOUT = 90.0  # seconds for the supervisor, both workers and HAProxy to answer
 TURN_TIMEOUT = 30.0
@@ -63,7 +62,7 @@ def test_the_config_fills_in_only_the_bind_and_server_lines():
     untouched = [line for line in template.splitlines() if not line.strip().startswith(("bind ", "server "))]
     assert [line for line in lines if not line.strip().startswith(("bind ", "server "))] == untouched
     for needed in ("balance hash var(txn.owner)", "hash-type consistent", "req.cook(__Host-cmw_owner)",
-                   "req.cook(cmw_owner)", "option httpchk GET /healthz", "inter 500ms fall 2 rise 2",
+                   "req.cook(cmw_owner)", "option httpchk GET /healthz", "inter 500ms fall 2 rise 2", "timeout check 5s",
                    "timeout tunnel", "X-Forwarded-Proto http unless { ssl_fc }"):
         assert needed in rendered, needed
     assert bind_address("::", 80) == ":::80" and bind_address("[::1]", 80) == "::1:80"
@@ -81,7 +80,7 @@ def test_haproxy_accepts_the_repo_config_and_a_rendered_one(haproxy, tmp_path):
 
 
 def test_without_haproxy_the_supervisor_says_how_to_get_it(monkeypatch, tmp_path):
-    monkeypatch.setattr(supervisor.shutil, "which", lambda name: None)
+    monkeypatch.setattr(supervisor.shutil, "which", lambda name, path=None: None)
     with pytest.raises(SystemExit) as stopped:
         supervise(Settings.from_env(), host="127.0.0.1", port=free_port(), workers=2)
     assert "apt-get install haproxy" in str(stopped.value) and "without --workers" in str(stopped.value)
