@@ -84,26 +84,39 @@ def supervise(settings: Settings, *, host: str, port: int, workers: int) -> int:
     prepare_shared(settings)
     ports = free_ports(workers)
     config_dir = Path(tempfile.mkdtemp(prefix="cmw-haproxy-"))
-    config = config_dir / "haproxy.cfg"
-    config.write_text(render_config(CONFIG.read_text(encoding="utf-8"), bind_address(host, port),
+    try:
+        config = _write_config(haproxy, config_dir, bind_address(host, port), ports)
+        pool = Workers([Child(f"worker {i}", [sys.executable, str(APP), "--host", WORKER_HOST, "--port", str(p)],
+                              env={**os.environ, "CMW_WORKER_ID": str(i), "CMW_WORKERS": str(workers)})
+                        for i, p in enumerate(ports, 1)])
+        proxy = Child("haproxy", [haproxy, "-f", str(config), "-db"])
+        previous = {sig: signal.signal(sig, lambda signum, _frame: pool.stopping.append(signum))
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            status = _run(pool, proxy, host, port)
+            if pool.stopping:
+                log.info("stopping: %s received", signal.Signals(pool.stopping[0]).name)
+            return status
+        finally:
+            _stop([*pool.children, proxy])
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    finally:
+        shutil.rmtree(config_dir, ignore_errors=True)
+
+
+def _write_config(haproxy: str, folder: Path, bind: str, ports: list[int]) -> Path:
+    """deploy/haproxy.cfg with this bind address and one server line per worker, checked by HAProxy."""
+    config = folder / "haproxy.cfg"
+    config.write_text(render_config(CONFIG.read_text(encoding="utf-8"), bind,
                                     [(f"w{i}", f"{WORKER_HOST}:{p}") for i, p in enumerate(ports, 1)]),
                       encoding="utf-8")
-    check = subprocess.run([haproxy, "-c", "-q", "-f", str(config)], capture_output=True, text=True)
+    check = subprocess.run([haproxy, "-c", "-f", str(config)], capture_output=True, text=True, timeout=60)
     if check.returncode != 0:
-        raise SystemExit(f"HAProxy refused the configuration {config}: {check.stdout}{check.stderr}".strip())
-    pool = Workers([Child(f"worker {i}", [sys.executable, str(APP), "--host", WORKER_HOST, "--port", str(p)],
-                          env={**os.environ, "CMW_WORKER_ID": str(i), "CMW_WORKERS": str(workers)})
-                    for i, p in enumerate(ports, 1)])
-    proxy = Child("haproxy", [haproxy, "-f", str(config), "-db"])
-    previous = {sig: signal.signal(sig, lambda signum, _frame: pool.stopping.append(signum))
-                for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return _run(pool, proxy, host, port)
-    finally:
-        _stop([*pool.children, proxy])
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        shutil.rmtree(config_dir, ignore_errors=True)
+        output = (check.stdout + check.stderr).splitlines()
+        errors = " ".join(line.strip() for line in output if "ALERT" in line) or " ".join(output)
+        raise SystemExit(f"HAProxy refused its configuration (listening on {bind}): {errors}")
+    return config
 
 
 def find_haproxy() -> str | None:
@@ -128,7 +141,6 @@ def _run(pool: Workers, proxy: Child, host: str, port: int) -> int:
         for child in pool.children:
             _keep_running(child)
         time.sleep(0.2)
-    log.info("stopping: %s received", signal.Signals(pool.stopping[0]).name)
     return 0
 
 
