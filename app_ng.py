@@ -1,6 +1,9 @@
 """CMW Agent: a multi-user Gradio + LangChain chat app where sessions cannot leak into each other.
 
-    python app_ng.py [--host 0.0.0.0] [--port 7860] [--share]
+    python app_ng.py [--host 0.0.0.0] [--port 7860] [--share] [--workers N]
+
+``--workers N`` (N > 1) serves N processes of this app behind HAProxy on --host/--port
+(deploy/supervisor.py).
 
 Settings come from environment variables, or from a ``.env`` file in the current directory (copy
 .env.example); a variable set in the environment wins over the file.
@@ -25,6 +28,7 @@ from dotenv import load_dotenv
 from agent.catalog import load_catalog
 from agent.cmw_agent import AgentRuntime
 from agent.models import build_chat_model
+from deploy.health import HealthCheck
 from starlette.middleware import Middleware
 
 from mcp_server.carts import McpCarts
@@ -74,8 +78,10 @@ class App:
                            new_sessions_per_owner=settings.new_sessions_per_owner, monitoring=settings.monitoring)
         # Gradio's per-hash state lives exactly as long as the hash's binding (memory/bindings.py).
         self.registry.forget_state = lambda session_hash: forget_session_state(self.demo, session_hash)
-        # The guard runs first (outermost), so /mcp gets its cross-site checks too.
-        middleware = [guard] + ([Middleware(McpEndpoint, service=self.mcp)] if self.mcp else [])
+        # /healthz is answered outside the guard (no cookie, no session); the guard runs before the rest,
+        # so /mcp gets its cross-site checks too.
+        health = Middleware(HealthCheck, worker_id=settings.worker_id)
+        middleware = [health, guard] + ([Middleware(McpEndpoint, service=self.mcp)] if self.mcp else [])
         options = dict(max_threads=settings.max_threads, show_error=False, run_history=False, css=PAGE_CSS, head=PAGE_HEAD,
                        footer_links=["api", "gradio"], app_kwargs={"middleware": middleware},
                        state_session_capacity=self.registry.bindings.maxsize,
@@ -199,17 +205,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                         help="port (default: $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
-    return parser.parse_args(argv)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="app processes behind HAProxy on --host/--port (default 1: this process serves)")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be 1 or more")
+    if args.workers > 1 and args.share:
+        parser.error("--share works with one worker only; put the HAProxy port behind your own tunnel instead")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     # Settings from ./.env (see .env.example), under whatever the environment already sets.
     load_dotenv(Path.cwd() / ".env", override=False)
+    worker = os.environ.get("CMW_WORKER_ID", "").strip().replace("%", "%%")  # under --workers: whose line
     logging.basicConfig(level=os.environ.get("CMW_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format="%(asctime)s " + (f"w{worker} " if worker else "") + "%(levelname)s %(name)s: %(message)s")
     for chatty in ("httpx", "httpcore"):  # one INFO line per HTTP request (model calls, Gradio's own checks)
         logging.getLogger(chatty).setLevel(logging.WARNING)
     args = parse_args(argv)
+    if args.workers > 1:
+        from deploy.supervisor import supervise
+
+        settings = Settings.from_env()
+        check_storage(settings)
+        raise SystemExit(supervise(settings, host=args.host, port=args.port, workers=args.workers))
     app = build_app()
     log.info("model: %s", app.model_label)
     # quiet: Gradio's own banner ends with "set `share=True` in `launch()`", which is wrong for this app.

@@ -64,6 +64,7 @@ class Settings:
     new_sessions_per_ip: int = 120  # new session_hash bindings per minute per client address
     new_sessions_per_owner: int = 60  # ... and per owner cookie
     monitoring: bool = False  # Gradio's /monitoring dashboard
+    worker_id: str | None = None  # set by the supervisor (--workers): responses name it in X-Cmw-Worker
     # owner credential (partitioned where the browser allows it, see security/cookie_mode.py)
     cookie_same_site: str = "lax"  # only for the first-party fallback cookie (plain http, non-loopback)
     allowed_origins: frozenset[str] = frozenset()  # other sites whose pages may call this app's API
@@ -150,6 +151,7 @@ class Settings:
             new_sessions_per_owner=max(0, _int(env, "CMW_NEW_SESSIONS_PER_OWNER_PER_MINUTE",
                                                cls.new_sessions_per_owner)),
             monitoring=_flag(env, "CMW_MONITORING"),
+            worker_id=env.get("CMW_WORKER_ID", "").strip() or None,
             cookie_same_site=same_site,
             allowed_origins=_origins(env.get("CMW_ALLOWED_ORIGINS", "")),
             secret_key=env.get("CMW_SECRET_KEY", "").strip() or None,
