@@ -264,6 +264,48 @@ def test_a_killed_worker_is_restarted_on_its_port_and_serves_again(deployment, c
     assert _worker_of(deployment.url, client.cookies) == "1"
 
 
+def _owner_on(url: str, worker: str) -> dict[str, str]:
+    """A fresh owner cookie that HAProxy sends to ``worker``."""
+    return next(c for c in (dict(httpx.get(url, timeout=10).cookies) for _ in range(60)) if _worker_of(url, c) == worker)
+
+
+def test_sigkill_mid_stream_loses_no_turn_and_the_person_continues_on_the_other_worker(deployment, clients):
+    url = deployment.url
+    person = Client(url, verbose=False, httpx_kwargs={"cookies": _owner_on(url, "1")})
+    bystander = Client(url, verbose=False, httpx_kwargs={"cookies": _owner_on(url, "2")})
+    clients.extend([person, bystander])
+    name, other = f"Canary{uuid.uuid4().hex[:10]}", f"Canary{uuid.uuid4().hex[:10]}"
+    _chat(person, f"My name is {name}")
+    _chat(person, "Add 2 apples to my cart")
+    _chat(bystander, f"My name is {other}")
+
+    streaming = person.submit("Count to 1000", api_name="/chat")
+    elsewhere = bystander.submit("Count to 600", api_name="/chat")
+    wait_until(lambda: any(streaming.outputs()), "the stream never started", timeout=TURN_TIMEOUT)
+    assert not streaming.done()
+    victim = deployment.workers()["1"]
+    victim.kill()  # SIGKILL, mid-answer
+    killed_at = time.monotonic()
+
+    assert elsewhere.result(timeout=TURN_TIMEOUT).split()[-1] == "600"  # the other worker's person noticed nothing
+    answer = None
+    while answer is None:  # the same client (page) sends its next message until another worker answers it
+        assert time.monotonic() - killed_at < 30, "no answer within 30 s of the SIGKILL"
+        try:
+            answer = _chat(person, "What's my name?")
+        except Exception:
+            time.sleep(0.5)
+    assert answer == f"Your name is {name}."  # by the surviving worker, or by worker 1 restarted meanwhile
+    assert "apples" in _chat(person, "What's in my cart?").lower()
+    conversation = person.predict(api_name="/conversations")[0]["id"]
+    records = person.predict(conversation, api_name="/resume")
+    users = [r["content"] for r in records if r["role"] == "user"]
+    assert users[:3] == [f"My name is {name}", "Add 2 apples to my cart", "Count to 1000"]  # nothing lost
+    after = records[[r["content"] for r in records].index("Count to 1000") + 1]
+    assert after == {"role": "user", "content": "What's my name?"}  # no half-written answer was stored
+    assert other not in " ".join(r["content"] for r in records)
+
+
 def test_sigterm_to_the_supervisor_leaves_no_child_alive(deployment):
     deployment.workers()  # remember the current children too
     children = list(deployment.seen.values())
