@@ -304,6 +304,8 @@ def test_sigkill_mid_stream_loses_no_turn_and_the_person_continues_on_the_other_
     after = records[[r["content"] for r in records].index("Count to 1000") + 1]
     assert after == {"role": "user", "content": "What's my name?"}  # no half-written answer was stored
     assert other not in " ".join(r["content"] for r in records)
+    wait_until(lambda: "1" in deployment.workers() and deployment.workers()["1"].pid != victim.pid,
+               "the supervisor did not restart the worker", timeout=15)  # as the next test expects
 
 
 def test_sigterm_to_the_supervisor_leaves_no_child_alive(deployment):
