@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 import weakref
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AsyncIterator
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, ToolMessage
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
 from agent.cart import Cart, apply_cart_ops
-from agent.hygiene import consistent, is_turn_start, upload_of
+from agent.hygiene import INTERRUPTED, consistent, is_turn_start, notice_message, unfinished, upload_of
 from memory.file_store import FileStore
+from memory.leases import Lease, Leases, conversation_lease
 from memory.store import ConversationRecord, ConversationStore
 from memory.turn import TurnHandle
 
@@ -44,20 +46,53 @@ def replay_cart(messages: list[BaseMessage]) -> Cart:
 class ConversationMemory:
     """The memory entry of one conversation: load it, rewrite it, drop its last turn.
 
-    ``lock`` is the conversation's one lock: every read-modify-write of it - a turn, settling a stopped
-    turn, undo, retry, rename, delete, export - holds it, whichever tab or process-local caller asks.
-    ``deleted`` is set before a delete takes the lock; after that nothing writes to this conversation.
-    ``running`` is the cancel handle of the turn that holds the lock, so a delete can stop it.
+    :meth:`locked` is the conversation's one lock: every read-modify-write of it - a turn, settling a
+    stopped turn, undo, retry, rename, delete, export - holds it, whichever tab or caller asks. It is
+    ``lock`` (this process) and, with several workers, the conversation's lease (memory/leases.py: no other
+    worker holds it meanwhile). ``deleted`` is set before a delete takes the lock; after that nothing
+    writes to this conversation. ``running`` is the cancel handle of the turn that holds the lock, so a
+    delete can stop it.
     """
 
-    def __init__(self, runtime: Any, conversation_id: str):
+    def __init__(self, runtime: Any, conversation_id: str, leases: Leases | None = None):
         self._runtime = runtime
+        self._leases = leases
         self.conversation_id = conversation_id
         self.config = {"configurable": {"thread_id": conversation_id}}
         self.lock = asyncio.Lock()
         self.deleted = False
         self.principal: str | None = None  # whose conversation this is, once known (opened or first turn)
         self.running: TurnHandle | None = None
+
+    @asynccontextmanager
+    async def locked(self) -> AsyncIterator["ConversationMemory"]:
+        """Hold this conversation for a read-modify-write. One worker: ``lock``, nothing else. Several:
+        ``lock``, then the lease (waiting while another worker holds it); a turn that a stopped worker
+        left half-done is settled first (:meth:`settle_abandoned_turn`)."""
+        async with self.lock:
+            if self._leases is None:
+                yield self
+                return
+            async with self._leases.hold(conversation_lease(self.conversation_id)) as lease:
+                await self._settle_if_taken_over(lease)
+                yield self
+
+    async def settle_if_abandoned(self) -> None:
+        """Before showing the conversation (several workers): settle a turn left half-done by a worker that
+        stopped, if its lease has expired and nobody holds the conversation now. One read when nothing is
+        to be done; nothing at all with one worker."""
+        name = conversation_lease(self.conversation_id)
+        if self._leases is None or self.lock.locked():
+            return
+        if not await self._leases.abandoned(name) or self.lock.locked():  # (a turn here began meanwhile)
+            return
+        async with self.lock:
+            async with self._leases.try_hold(name) as lease:
+                await self._settle_if_taken_over(lease)
+
+    async def _settle_if_taken_over(self, lease: Lease | None) -> None:
+        if lease is not None and lease.taken_from is not None:
+            await self.settle_abandoned_turn()
 
     async def load(self) -> Transcript:
         graph = await self._runtime.graph()
@@ -105,6 +140,22 @@ class ConversationMemory:
         await self.replace(kept, replay_cart(kept))
         return transcript.messages[starts[-1]].text
 
+    async def settle_abandoned_turn(self) -> bool:
+        """A turn that another worker left half-done when it stopped (found under the lease it let expire):
+        keep the person's message and the tool calls that finished (their cart changes happened), drop a
+        call without its result, and add the "interrupted" notice (shown and exported, never sent to the
+        model). A conversation whose last turn finished is left as it is. True when it was settled."""
+        if self.deleted:
+            return False
+        messages = (await self.load()).messages
+        if not unfinished(messages):
+            return False
+        starts = [i for i, m in enumerate(messages) if is_turn_start(m)]
+        head, turn = messages[: starts[-1] if starts else 0], messages[starts[-1] if starts else 0:]
+        kept = head + consistent(turn) + [notice_message(INTERRUPTED)]
+        await self.replace(kept, replay_cart(kept))
+        return True
+
     async def settle_interrupted_turn(self, user_text: str, message_id: str, visible_answer: str,
                                       notice: AIMessage | None = None) -> None:
         """After Stop or an error: make memory hold exactly what the user saw of that turn (nothing at all
@@ -136,9 +187,10 @@ class ConversationMemoryManager:
     conversation's lock.
     """
 
-    def __init__(self, runtime: Any, store: ConversationStore):
+    def __init__(self, runtime: Any, store: ConversationStore, leases: Leases | None = None):
         self.runtime = runtime
         self.store = store
+        self.leases = leases  # several workers on this store (memory/leases.py); None with one
         self.files = FileStore(store)  # people's uploaded files, in the same database
         # One live entry per conversation, so every tab on one conversation shares its lock. Weak: an
         # entry disappears as soon as no session uses it. Holds no conversation data.
@@ -152,7 +204,7 @@ class ConversationMemoryManager:
         conversation_id = conversation_id or self.new_conversation_id()
         entry = self._live.get(conversation_id)
         if entry is None:
-            entry = self._live[conversation_id] = ConversationMemory(self.runtime, conversation_id)
+            entry = self._live[conversation_id] = ConversationMemory(self.runtime, conversation_id, self.leases)
         entry.principal = entry.principal or principal
         return entry
 
@@ -192,7 +244,7 @@ class ConversationMemoryManager:
         entry = await self.owned_entry(conversation_id, principal)
         if entry is None:
             return False
-        async with entry.lock:
+        async with entry.locked():
             return await self.store.rename(conversation_id, principal, title)
 
     async def delete(self, conversation_id: str, principal: str) -> bool:
@@ -219,7 +271,7 @@ class ConversationMemoryManager:
         deleted = 0
         for record in await self.store.untouched_since(cutoff):
             entry = self.entry(record.id, record.owner)
-            async with entry.lock:
+            async with entry.locked():
                 current = await self.store.get(record.id, record.owner)
                 if current is None or current.updated_at >= cutoff:
                     continue
@@ -232,7 +284,7 @@ class ConversationMemoryManager:
         entry.deleted = True
         if entry.running is not None:
             entry.running.cancel()
-        async with entry.lock:
+        async with entry.locked():
             deleted = await self.store.delete(entry.conversation_id, principal)
             if not deleted and entry.principal == principal:
                 await self.store.delete_checkpoints(entry.conversation_id)  # a first turn, not yet recorded
