@@ -62,18 +62,23 @@ class ConversationMemory:
         self.lock = asyncio.Lock()
         self.deleted = False
         self.principal: str | None = None  # whose conversation this is, once known (opened or first turn)
+        self.stored = False  # known to have its row in the store (opened from it, or a turn recorded)
         self.running: TurnHandle | None = None
 
     @asynccontextmanager
     async def locked(self) -> AsyncIterator["ConversationMemory"]:
         """Hold this conversation for a read-modify-write. One worker: ``lock``, nothing else. Several:
-        ``lock``, then the lease (waiting while another worker holds it); a turn that a stopped worker
-        left half-done is settled first (:meth:`settle_abandoned_turn`)."""
+        ``lock``, then the lease (waiting while another worker holds it); then a conversation another
+        worker deleted meanwhile is marked ``deleted`` here too, and a turn that a stopped worker left
+        half-done is settled (:meth:`settle_abandoned_turn`)."""
         async with self.lock:
             if self._leases is None:
                 yield self
                 return
             async with self._leases.hold(conversation_lease(self.conversation_id)) as lease:
+                if self.stored and self.principal and not self.deleted and \
+                        await self._leases.store.get(self.conversation_id, self.principal) is None:
+                    self.deleted = True  # deleted by another worker: nothing may write it again
                 await self._settle_if_taken_over(lease)
                 yield self
 
@@ -200,12 +205,15 @@ class ConversationMemoryManager:
     def new_conversation_id() -> str:
         return uuid.uuid4().hex
 
-    def entry(self, conversation_id: str | None = None, principal: str | None = None) -> ConversationMemory:
+    def entry(self, conversation_id: str | None = None, principal: str | None = None, *,
+              stored: bool = False) -> ConversationMemory:
+        """The live entry of a conversation (a new id when None); ``stored``: read from the store just now."""
         conversation_id = conversation_id or self.new_conversation_id()
         entry = self._live.get(conversation_id)
         if entry is None:
             entry = self._live[conversation_id] = ConversationMemory(self.runtime, conversation_id, self.leases)
         entry.principal = entry.principal or principal
+        entry.stored = entry.stored or stored
         return entry
 
     async def owned_entry(self, conversation_id: str, principal: str) -> ConversationMemory | None:
@@ -213,15 +221,15 @@ class ConversationMemoryManager:
         if not conversation_id or not principal:
             return None
         record = await self.store.get(conversation_id, principal)
-        return self.entry(record.id, principal) if record else None
+        return self.entry(record.id, principal, stored=True) if record else None
 
     async def latest_entry_of_owner(self, principal: str) -> ConversationMemory | None:
         records = await self.store.list_for_owner(principal) if principal else []
-        return self.entry(records[0].id, principal) if records else None
+        return self.entry(records[0].id, principal, stored=True) if records else None
 
     async def last_entry_of_session(self, principal: str, session_fingerprint: str) -> ConversationMemory | None:
         record = await self.store.latest_for_session(principal, session_fingerprint)
-        return self.entry(record.id, principal) if record else None
+        return self.entry(record.id, principal, stored=True) if record else None
 
     async def record_turn(self, entry: ConversationMemory, principal: str, session_fingerprint: str,
                           text: str) -> bool:
@@ -229,8 +237,10 @@ class ConversationMemoryManager:
         if entry.deleted:
             return False
         entry.principal = entry.principal or principal
-        return entry.principal == principal and await self.store.record_turn(
+        recorded = entry.principal == principal and await self.store.record_turn(
             entry.conversation_id, principal, session_fingerprint, text)
+        entry.stored = entry.stored or recorded
+        return recorded
 
     async def note_activity(self, entry: ConversationMemory, principal: str) -> bool:
         """Note a change that is not a chat turn (an assistant over MCP; caller holds the lock): only the

@@ -206,6 +206,16 @@ async def test_a_conversation_held_too_long_elsewhere_is_refused_with_a_sentence
             if isinstance(m, HumanMessage)] == ["My name is Ada"]
 
 
+async def test_a_conversation_deleted_on_one_worker_stays_deleted_on_the_other(workers):
+    person, conversation_id = await started_conversation(workers, "My name is Gone")
+    assert await workers[0].manager.delete(conversation_id, person.owner)
+
+    assert "don't know" in await person.say(1, "What's my name?")  # worker 1's tab still showed it
+    [fresh] = await workers[1].manager.store.list_for_owner(person.owner)
+    assert fresh.id != conversation_id  # a new conversation, not the deleted one brought back
+    assert (await transcript(workers[0], conversation_id)).messages == []
+
+
 async def test_a_living_holder_keeps_its_lease_past_the_ttl(workers):
     mine = Leases(workers[0].manager.store, ttl=0.6, renew_every=0.15)
     other = Leases(workers[1].manager.store)
