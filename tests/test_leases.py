@@ -37,6 +37,8 @@ async def workers(request, make_settings):
     apps = [build_app(make_settings(stream_interval=0.0, database_url=url, offline_token_delay=0.003, workers=2))
             for _ in range(2)]
     try:
+        assert all(app.manager.leases is not None for app in apps), \
+            "build_app must give the manager leases=Leases.for_workers(store, settings.workers)"
         yield apps
     finally:
         for app in apps:
