@@ -61,6 +61,8 @@ class Settings:
     max_message_chars: int = 4000
     rate_limit_per_owner: int = 30
     rate_limit_per_ip: int = 300
+    redis_url: str | None = field(default=None, repr=False)  # rate limits counted across workers; else per worker
+    workers: int = 1  # app processes on this store (CMW_WORKERS, set by the supervisor); >1: leases (memory/leases.py)
     new_sessions_per_ip: int = 120  # new session_hash bindings per minute per client address
     new_sessions_per_owner: int = 60  # ... and per owner cookie
     monitoring: bool = False  # Gradio's /monitoring dashboard
@@ -147,6 +149,8 @@ class Settings:
             max_message_chars=max(1, _int(env, "CMW_MAX_MESSAGE_CHARS", cls.max_message_chars)),
             rate_limit_per_owner=max(0, _int(env, "CMW_RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_owner)),
             rate_limit_per_ip=max(0, _int(env, "CMW_IP_RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_ip)),
+            redis_url=env.get("CMW_REDIS_URL", "").strip() or None,
+            workers=max(1, _int(env, "CMW_WORKERS", cls.workers)),
             new_sessions_per_ip=max(0, _int(env, "CMW_NEW_SESSIONS_PER_MINUTE", cls.new_sessions_per_ip)),
             new_sessions_per_owner=max(0, _int(env, "CMW_NEW_SESSIONS_PER_OWNER_PER_MINUTE",
                                                cls.new_sessions_per_owner)),

@@ -182,10 +182,11 @@ class CmwAgent:
 
     @asynccontextmanager
     async def locked_current(self, principal: str) -> AsyncIterator[ConversationMemory]:
-        """The current conversation, locked; one deleted while we waited is replaced by a new one."""
+        """The current conversation, locked (``ConversationMemory.locked``: with several workers, its lease
+        too); one deleted while we waited is replaced by a new one."""
         while True:
             conversation = self.current(principal)
-            async with conversation.lock:
+            async with conversation.locked():
                 if not conversation.deleted and conversation is self.conversation:
                     yield conversation
                     return

@@ -4,6 +4,7 @@ A conversation stores what the person saw, which is more than the model should g
 
 - **Notices** (a failed turn's one-sentence reason) are stored as an ``AIMessage`` marked
   ``response_metadata["cmw_notice"] = <kind>``; they are shown and exported, never sent to the model.
+  Kind ``interrupted``: the worker running the turn stopped mid-answer (see :func:`unfinished`).
 - **Uploads** (a file the person attached) are stored as a ``HumanMessage`` marked
   ``additional_kwargs["cmw_upload"] = {"name", "size", "summary"}``: the model reads it as the person saying
   which file they attached; it is shown as a file bubble and is not a turn (Undo and Retry skip it).
@@ -66,6 +67,10 @@ class ModelServer:
         return True
 
 
+INTERRUPTED = Failure("interrupted", "This answer was interrupted: the server handling it stopped. Your "
+                      "conversation is intact; send your message again.")
+
+
 def notice_message(failure: Failure) -> AIMessage:
     return AIMessage(content=failure.sentence, response_metadata={NOTICE: failure.kind})
 
@@ -108,6 +113,18 @@ def cut_reason(message: AIMessage) -> str | None:
     if finish == "length":
         return "length"
     return "server" if finish is None else None
+
+
+def unfinished(messages: list[BaseMessage]) -> bool:
+    """Whether the last turn stopped half-way, as a worker that died mid-answer leaves it: the person's
+    message, a tool call or tool results with no answer after them (an attached file, a notice or any
+    answer - stopped or cut included - ends a turn)."""
+    if not messages or is_notice(messages[-1]) or upload_of(messages[-1]):
+        return False
+    last = messages[-1]
+    if isinstance(last, AIMessage):
+        return bool(last.tool_calls or last.invalid_tool_calls)
+    return isinstance(last, (HumanMessage, ToolMessage))
 
 
 def consistent(messages: list[BaseMessage]) -> list[BaseMessage]:

@@ -88,7 +88,7 @@ class McpCarts:
         if session.conversation.conversation_id != conversation_id:
             if caller.token is None:
                 entry = self._manager.entry(conversation_id, principal)
-                async with entry.lock:
+                async with entry.locked():
                     await self._manager.record_turn(entry, principal, session.fingerprint, OWN_CART_TITLE)
             if not await session.agent.open(conversation_id, principal):
                 raise CartGone(GONE)
@@ -104,7 +104,7 @@ class McpCarts:
         """Run one cart action on the caller's cart; a change is recorded like a chat tool call."""
         session = await self.session(caller, hint)
         conversation = session.conversation
-        async with conversation.lock:  # the conversation's one lock: never interleaves with a chat turn
+        async with conversation.locked():  # the conversation's one lock: never interleaves with a chat turn
             result = action((await conversation.load()).cart)
             if result.op is not None:
                 if not await self._manager.note_activity(conversation, session.principal):

@@ -127,7 +127,7 @@ class McpEndpoint:
             return await _refuse(send, 413, TOO_LARGE)
         if not _is_initialize(body):
             return await _refuse(send, 400, NO_SESSION)
-        wait = self.service.opened_per_address.wait_seconds(address)
+        wait = await self.service.opened_per_address.wait_seconds(address)
         if wait:
             limit = self.service.opened_per_address.limit
             return await _refuse(send, 429, TOO_MANY.format(limit=limit, wait=wait),

@@ -33,7 +33,8 @@ class McpService:
         self.carts = carts
         self.tokens = tokens
         self.credentials = credentials
-        self.server = build_mcp_server(carts, calls_per_minute=settings.mcp_calls_per_minute)
+        self.server = build_mcp_server(carts, calls_per_minute=settings.mcp_calls_per_minute,
+                                       redis_url=settings.redis_url)
         # Not the returned Starlette app: McpEndpoint routes /mcp to the manager itself. Host and origin
         # checks are McpEndpoint's (this app is served under any host name, e.g. on Spaces).
         self.server.streamable_http_app(
@@ -42,7 +43,8 @@ class McpService:
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
         self.manager = self.server.session_manager
         # MCP sessions opened per client address per hour (keyed fingerprints and timestamps only).
-        self.opened_per_address = RateLimiter(settings.mcp_sessions_per_address, window=OPEN_WINDOW_SECONDS)
+        self.opened_per_address = RateLimiter(settings.mcp_sessions_per_address, window=OPEN_WINDOW_SECONDS,
+                                              redis_url=settings.redis_url, name="mcp-open-address")
         self._running: asyncio.Future | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

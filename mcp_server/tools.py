@@ -29,11 +29,12 @@ Item = Annotated[Any, WithJsonSchema(dict(arguments.ITEM_SCHEMA))]
 Quantity = Annotated[Any, WithJsonSchema(dict(arguments.QUANTITY_SCHEMA))]
 
 
-def build_mcp_server(carts: McpCarts, *, calls_per_minute: int) -> MCPServer:
+def build_mcp_server(carts: McpCarts, *, calls_per_minute: int, redis_url: str | None = None) -> MCPServer:
     server = MCPServer("CMW Agent cart", instructions=INSTRUCTIONS)
-    limiter = RateLimiter(calls_per_minute)  # counts per session fingerprint; holds no user data
+    # counts per session fingerprint; holds no user data
+    limiter = RateLimiter(calls_per_minute, redis_url=redis_url, name="mcp-calls")
 
-    def caller_and_hint(ctx: Context) -> tuple[McpCaller, str | None]:
+    async def caller_and_hint(ctx: Context) -> tuple[McpCaller, str | None]:
         request = ctx.request_context.request
         caller = request.scope.get(SCOPE_KEY) if request is not None else None
         if not isinstance(caller, McpCaller):
@@ -42,7 +43,7 @@ def build_mcp_server(carts: McpCarts, *, calls_per_minute: int) -> MCPServer:
             hint = arguments.conversation_hint(ctx.request_context.meta)
         except arguments.ArgumentError as error:
             raise ToolError(str(error)) from None
-        wait = limiter.wait_seconds(carts.rate_key(caller))
+        wait = await limiter.wait_seconds(carts.rate_key(caller))
         if wait:
             raise ToolError(TOO_FAST.format(limit=limiter.limit, wait=wait))
         return caller, hint
@@ -54,7 +55,7 @@ def build_mcp_server(carts: McpCarts, *, calls_per_minute: int) -> MCPServer:
             raise ToolError(str(error)) from None
 
     async def run(ctx: Context, work: Callable[[McpCaller, str | None], Awaitable[str]]) -> str:
-        caller, hint = caller_and_hint(ctx)
+        caller, hint = await caller_and_hint(ctx)
         try:
             return await work(caller, hint)
         except CartGone as gone:

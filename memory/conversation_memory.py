@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 import weakref
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AsyncIterator
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage, ToolMessage
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 
 from agent.cart import Cart, apply_cart_ops
-from agent.hygiene import consistent, is_turn_start, upload_of
+from agent.hygiene import INTERRUPTED, consistent, is_turn_start, notice_message, unfinished, upload_of
 from memory.file_store import FileStore
+from memory.leases import Lease, Leases, conversation_lease
 from memory.store import ConversationRecord, ConversationStore
 from memory.turn import TurnHandle
 
@@ -44,20 +46,58 @@ def replay_cart(messages: list[BaseMessage]) -> Cart:
 class ConversationMemory:
     """The memory entry of one conversation: load it, rewrite it, drop its last turn.
 
-    ``lock`` is the conversation's one lock: every read-modify-write of it - a turn, settling a stopped
-    turn, undo, retry, rename, delete, export - holds it, whichever tab or process-local caller asks.
-    ``deleted`` is set before a delete takes the lock; after that nothing writes to this conversation.
-    ``running`` is the cancel handle of the turn that holds the lock, so a delete can stop it.
+    :meth:`locked` is the conversation's one lock: every read-modify-write of it - a turn, settling a
+    stopped turn, undo, retry, rename, delete, export - holds it, whichever tab or caller asks. It is
+    ``lock`` (this process) and, with several workers, the conversation's lease (memory/leases.py: no other
+    worker holds it meanwhile). ``deleted`` is set before a delete takes the lock; after that nothing
+    writes to this conversation. ``running`` is the cancel handle of the turn that holds the lock, so a
+    delete can stop it.
     """
 
-    def __init__(self, runtime: Any, conversation_id: str):
+    def __init__(self, runtime: Any, conversation_id: str, leases: Leases | None = None):
         self._runtime = runtime
+        self._leases = leases
         self.conversation_id = conversation_id
         self.config = {"configurable": {"thread_id": conversation_id}}
         self.lock = asyncio.Lock()
         self.deleted = False
         self.principal: str | None = None  # whose conversation this is, once known (opened or first turn)
+        self.stored = False  # known to have its row in the store (opened from it, or a turn recorded)
         self.running: TurnHandle | None = None
+
+    @asynccontextmanager
+    async def locked(self) -> AsyncIterator["ConversationMemory"]:
+        """Hold this conversation for a read-modify-write. One worker: ``lock``, nothing else. Several:
+        ``lock``, then the lease (waiting while another worker holds it); then a conversation another
+        worker deleted meanwhile is marked ``deleted`` here too, and a turn that a stopped worker left
+        half-done is settled (:meth:`settle_abandoned_turn`)."""
+        async with self.lock:
+            if self._leases is None:
+                yield self
+                return
+            async with self._leases.hold(conversation_lease(self.conversation_id)) as lease:
+                if self.stored and self.principal and not self.deleted and \
+                        await self._leases.store.get(self.conversation_id, self.principal) is None:
+                    self.deleted = True  # deleted by another worker: nothing may write it again
+                await self._settle_if_taken_over(lease)
+                yield self
+
+    async def settle_if_abandoned(self) -> None:
+        """Before showing the conversation (several workers): settle a turn left half-done by a worker that
+        stopped, if its lease has expired and nobody holds the conversation now. One read when nothing is
+        to be done; nothing at all with one worker."""
+        name = conversation_lease(self.conversation_id)
+        if self._leases is None or self.lock.locked():
+            return
+        if not await self._leases.abandoned(name) or self.lock.locked():  # (a turn here began meanwhile)
+            return
+        async with self.lock:
+            async with self._leases.try_hold(name) as lease:
+                await self._settle_if_taken_over(lease)
+
+    async def _settle_if_taken_over(self, lease: Lease | None) -> None:
+        if lease is not None and lease.taken_from is not None:
+            await self.settle_abandoned_turn()
 
     async def load(self) -> Transcript:
         graph = await self._runtime.graph()
@@ -105,6 +145,22 @@ class ConversationMemory:
         await self.replace(kept, replay_cart(kept))
         return transcript.messages[starts[-1]].text
 
+    async def settle_abandoned_turn(self) -> bool:
+        """A turn that another worker left half-done when it stopped (found under the lease it let expire):
+        keep the person's message and the tool calls that finished (their cart changes happened), drop a
+        call without its result, and add the "interrupted" notice (shown and exported, never sent to the
+        model). A conversation whose last turn finished is left as it is. True when it was settled."""
+        if self.deleted:
+            return False
+        messages = (await self.load()).messages
+        if not unfinished(messages):
+            return False
+        starts = [i for i, m in enumerate(messages) if is_turn_start(m)]
+        head, turn = messages[: starts[-1] if starts else 0], messages[starts[-1] if starts else 0:]
+        kept = head + consistent(turn) + [notice_message(INTERRUPTED)]
+        await self.replace(kept, replay_cart(kept))
+        return True
+
     async def settle_interrupted_turn(self, user_text: str, message_id: str, visible_answer: str,
                                       notice: AIMessage | None = None) -> None:
         """After Stop or an error: make memory hold exactly what the user saw of that turn (nothing at all
@@ -136,9 +192,10 @@ class ConversationMemoryManager:
     conversation's lock.
     """
 
-    def __init__(self, runtime: Any, store: ConversationStore):
+    def __init__(self, runtime: Any, store: ConversationStore, leases: Leases | None = None):
         self.runtime = runtime
         self.store = store
+        self.leases = leases  # several workers on this store (memory/leases.py); None with one
         self.files = FileStore(store)  # people's uploaded files, in the same database
         # One live entry per conversation, so every tab on one conversation shares its lock. Weak: an
         # entry disappears as soon as no session uses it. Holds no conversation data.
@@ -148,12 +205,15 @@ class ConversationMemoryManager:
     def new_conversation_id() -> str:
         return uuid.uuid4().hex
 
-    def entry(self, conversation_id: str | None = None, principal: str | None = None) -> ConversationMemory:
+    def entry(self, conversation_id: str | None = None, principal: str | None = None, *,
+              stored: bool = False) -> ConversationMemory:
+        """The live entry of a conversation (a new id when None); ``stored``: read from the store just now."""
         conversation_id = conversation_id or self.new_conversation_id()
         entry = self._live.get(conversation_id)
         if entry is None:
-            entry = self._live[conversation_id] = ConversationMemory(self.runtime, conversation_id)
+            entry = self._live[conversation_id] = ConversationMemory(self.runtime, conversation_id, self.leases)
         entry.principal = entry.principal or principal
+        entry.stored = entry.stored or stored
         return entry
 
     async def owned_entry(self, conversation_id: str, principal: str) -> ConversationMemory | None:
@@ -161,15 +221,15 @@ class ConversationMemoryManager:
         if not conversation_id or not principal:
             return None
         record = await self.store.get(conversation_id, principal)
-        return self.entry(record.id, principal) if record else None
+        return self.entry(record.id, principal, stored=True) if record else None
 
     async def latest_entry_of_owner(self, principal: str) -> ConversationMemory | None:
         records = await self.store.list_for_owner(principal) if principal else []
-        return self.entry(records[0].id, principal) if records else None
+        return self.entry(records[0].id, principal, stored=True) if records else None
 
     async def last_entry_of_session(self, principal: str, session_fingerprint: str) -> ConversationMemory | None:
         record = await self.store.latest_for_session(principal, session_fingerprint)
-        return self.entry(record.id, principal) if record else None
+        return self.entry(record.id, principal, stored=True) if record else None
 
     async def record_turn(self, entry: ConversationMemory, principal: str, session_fingerprint: str,
                           text: str) -> bool:
@@ -177,8 +237,10 @@ class ConversationMemoryManager:
         if entry.deleted:
             return False
         entry.principal = entry.principal or principal
-        return entry.principal == principal and await self.store.record_turn(
+        recorded = entry.principal == principal and await self.store.record_turn(
             entry.conversation_id, principal, session_fingerprint, text)
+        entry.stored = entry.stored or recorded
+        return recorded
 
     async def note_activity(self, entry: ConversationMemory, principal: str) -> bool:
         """Note a change that is not a chat turn (an assistant over MCP; caller holds the lock): only the
@@ -192,7 +254,7 @@ class ConversationMemoryManager:
         entry = await self.owned_entry(conversation_id, principal)
         if entry is None:
             return False
-        async with entry.lock:
+        async with entry.locked():
             return await self.store.rename(conversation_id, principal, title)
 
     async def delete(self, conversation_id: str, principal: str) -> bool:
@@ -219,7 +281,7 @@ class ConversationMemoryManager:
         deleted = 0
         for record in await self.store.untouched_since(cutoff):
             entry = self.entry(record.id, record.owner)
-            async with entry.lock:
+            async with entry.locked():
                 current = await self.store.get(record.id, record.owner)
                 if current is None or current.updated_at >= cutoff:
                     continue
@@ -232,7 +294,7 @@ class ConversationMemoryManager:
         entry.deleted = True
         if entry.running is not None:
             entry.running.cancel()
-        async with entry.lock:
+        async with entry.locked():
             deleted = await self.store.delete(entry.conversation_id, principal)
             if not deleted and entry.principal == principal:
                 await self.store.delete_checkpoints(entry.conversation_id)  # a first turn, not yet recorded

@@ -2,7 +2,9 @@
 each under its conversation's lock (through the ConversationMemoryManager, like every other delete).
 
 The sweeper runs as a task in the app's event loop (where the async store lives), started by the first
-request. ``sweep_once(now=...)`` takes an injected clock for tests.
+request. ``sweep_once(now=...)`` takes an injected clock for tests. With several workers on one store, a
+sweep runs only in the worker that takes the ``retention`` lease (memory/leases.py); a worker that finds it
+taken skips that sweep.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import time
 from typing import Callable
 
 from memory.conversation_memory import ConversationMemoryManager
+
+RETENTION_LEASE = "retention"
 
 log = logging.getLogger("cmw.retention")
 
@@ -27,6 +31,18 @@ class RetentionSweeper:
         self._task: asyncio.Task | None = None
 
     async def sweep_once(self, now: float | None = None) -> int:
+        """Delete what is due; returns how many conversations. Several workers: 0 without sweeping when
+        another worker is sweeping now."""
+        leases = self._manager.leases
+        if leases is None:
+            return await self._sweep(now)
+        async with leases.try_hold(RETENTION_LEASE) as lease:
+            if lease is None:
+                log.debug("retention: another worker is sweeping; skipped")
+                return 0
+            return await self._sweep(now)
+
+    async def _sweep(self, now: float | None) -> int:
         now = self._clock() if now is None else now
         await self._manager.store.expire_tokens(now)  # expired assistant tokens open nothing; drop them
         if self._max_age <= 0:

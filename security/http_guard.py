@@ -103,15 +103,17 @@ def may_mint(scope, headers: Headers, names_session: bool, partitioned: bool) ->
 class OwnerGuard:
     def __init__(self, app, *, credentials: OwnerCredentials, registry: SessionRegistry,
                  allowed_origins: frozenset[str] = frozenset(), same_site: str = "lax",
-                 new_sessions_per_address: int = 0, new_sessions_per_owner: int = 0, monitoring: bool = False):
+                 new_sessions_per_address: int = 0, new_sessions_per_owner: int = 0, monitoring: bool = False,
+                 redis_url: str | None = None):
         self.app = app
         self.credentials = credentials
         self.registry = registry
         self.allowed_origins = frozenset(allowed_origins)
         self.same_site = same_site
         self.monitoring = monitoring
-        self._new_per_address = RateLimiter(new_sessions_per_address)
-        self._new_per_owner = RateLimiter(new_sessions_per_owner)
+        self._new_per_address = RateLimiter(new_sessions_per_address, redis_url=redis_url,
+                                            name="new-session-address")
+        self._new_per_owner = RateLimiter(new_sessions_per_owner, redis_url=redis_url, name="new-session-owner")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -150,7 +152,7 @@ class OwnerGuard:
         if owner is None and named and not tokens and "sec-fetch-site" in headers:
             # A browser that keeps no cookie at all: the tab's own session, ending with the tab.
             caller = Caller(self.credentials.tab_owner(named[0][0]), tab_only=True)
-        refusal = self._refusal(scope, route, caller, named, events, files) if route is not None else None
+        refusal = await self._refusal(scope, route, caller, named, events, files) if route is not None else None
         if refusal is not None and caller.owner is None and tokens:
             refusal = 403, INVALID_COOKIE
         if refusal is not None:
@@ -181,7 +183,7 @@ class OwnerGuard:
             return 404, NOT_FOUND
         return None
 
-    def _refusal(self, scope, route, caller: Caller, named, events, files) -> tuple[int, bytes] | None:
+    async def _refusal(self, scope, route, caller: Caller, named, events, files) -> tuple[int, bytes] | None:
         """Why this caller may not act on the sessions, events and uploaded files it names, or None."""
         if route.rstrip("/") == UPLOAD_ROUTE and scope["method"] == "POST" and (caller.owner is None
                                                                               or caller.tab_only):
@@ -203,8 +205,8 @@ class OwnerGuard:
             if bound_to is None:
                 if not may_bind:
                     return 403, FORBIDDEN
-                wait = (self._new_per_address.wait_seconds(self.credentials.fingerprint(_client(scope)))
-                        or self._new_per_owner.wait_seconds(caller.owner))
+                wait = (await self._new_per_address.wait_seconds(self.credentials.fingerprint(_client(scope)))
+                        or await self._new_per_owner.wait_seconds(caller.owner))
                 if wait:
                     log.debug("refused a new session: too many from one address or owner")
                     return 429, TOO_MANY_SESSIONS % wait

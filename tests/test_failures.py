@@ -9,8 +9,9 @@ import httpx
 import openai
 import pytest
 
-from ui.failures import (MODEL_BUSY, MODEL_KEY_REFUSED, MODEL_TIMEOUT, MODEL_UNREACHABLE, SOMETHING_FAILED,
-                         STORE_DOWN, failure_message)
+from memory.leases import LeaseBusy
+from ui.failures import (CONVERSATION_BUSY, MODEL_BUSY, MODEL_KEY_REFUSED, MODEL_TIMEOUT, MODEL_UNREACHABLE,
+                         SOMETHING_FAILED, STORE_DOWN, failure_message)
 
 REQUEST = httpx.Request("POST", "http://model.invalid/v1/chat/completions")
 
@@ -27,6 +28,7 @@ def status(code: int) -> httpx.Response:
     (httpx.ConnectError("refused", request=REQUEST), MODEL_UNREACHABLE),
     (asyncio.TimeoutError(), MODEL_TIMEOUT),
     (sqlite3.OperationalError("database is locked"), STORE_DOWN),
+    (LeaseBusy("lease 'conversation:x' still held by another worker after 180 s"), CONVERSATION_BUSY),
     (PermissionError(13, "Permission denied"), STORE_DOWN),
     (ValueError("something else"), SOMETHING_FAILED),
 ])

@@ -53,3 +53,18 @@ def test_cut_reasons():
     assert cut_reason(AIMessage("partial", response_metadata={})) == "server"
     assert cut_reason(AIMessage("whole", response_metadata={"finish_reason": "stop"})) is None
     assert cut_reason(AIMessage("", tool_calls=[call("c1")], response_metadata={})) is None
+
+
+def test_unfinished_turns_are_those_a_stopped_worker_leaves():
+    from agent.hygiene import INTERRUPTED, unfinished, upload_note
+
+    asked = [HumanMessage("My name is Alice"), AIMessage("Hi Alice"), HumanMessage("Add 2 apples to my cart")]
+    called = asked + [AIMessage("", tool_calls=[call("c1")])]
+    ran = called + [ToolMessage("Added 2 × Apples", tool_call_id="c1")]
+    assert unfinished(asked) and unfinished(called) and unfinished(ran)
+    assert not unfinished(ran + [AIMessage("Done")])
+    assert not unfinished(asked + [AIMessage("Hal", response_metadata={"stopped": True})])
+    assert not unfinished(asked + [notice_message(INTERRUPTED)])
+    assert not unfinished(asked[:2] + [upload_note("a.csv", "1 KB", "3 rows")])
+    assert not unfinished([])
+    assert INTERRUPTED.kind == "interrupted" and "send your message again" in INTERRUPTED.sentence

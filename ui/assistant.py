@@ -61,7 +61,7 @@ class AssistantHandlers:
             await session.agent.open(conversation_ref, session.principal)
         entry = session.agent.current(session.principal)
         if await self._manager.owned_entry(entry.conversation_id, session.principal) is None:
-            async with entry.lock:
+            async with entry.locked():
                 await self._manager.record_turn(entry, session.principal, session.fingerprint, "")
         token, record = await self._tokens.mint(session.principal, entry.conversation_id)
         return session, token, record

@@ -66,24 +66,26 @@ class ChatHandlers:
         self._edge = edge
         self._manager = manager
         self._settings = settings
-        self._owner_limit = RateLimiter(settings.rate_limit_per_owner)
-        self._ip_limit = RateLimiter(settings.rate_limit_per_ip)
+        shared = settings.redis_url  # None: counted per worker
+        self._owner_limit = RateLimiter(settings.rate_limit_per_owner, redis_url=shared, name="chat-owner")
+        self._ip_limit = RateLimiter(settings.rate_limit_per_ip, redis_url=shared, name="chat-address")
         self._admission = Admission(settings.concurrency_limit, settings.queue_max)
 
     async def _session_for(self, request, conversation_ref: str | None) -> Session:
         """Resolve the session and follow the tab's conversation reference, if it is this owner's."""
         return await self._edge.resolve_showing(request, conversation_ref)
 
-    def _refusal(self, session: Session, request, text: str) -> str | None:
+    async def _refusal(self, session: Session, request, text: str) -> str | None:
         """Why this message is not run (empty, too long, too fast), or None. Nothing refused is stored."""
-        return refusal_for(text, max_chars=self._settings.max_message_chars) or self._rate_refusal(session, request)
+        return (refusal_for(text, max_chars=self._settings.max_message_chars)
+                or await self._rate_refusal(session, request))
 
-    def _rate_refusal(self, session: Session, request) -> str | None:
+    async def _rate_refusal(self, session: Session, request) -> str | None:
         """Too many messages from this owner or this address: the sentence to show; else the message counts."""
-        wait = self._owner_limit.wait_seconds(session.principal)
+        wait = await self._owner_limit.wait_seconds(session.principal)
         if wait:
             return rate_limit_message(self._owner_limit.limit, wait)
-        wait = self._ip_limit.wait_seconds(self._edge.credentials.fingerprint(client_host(request)))
+        wait = await self._ip_limit.wait_seconds(self._edge.credentials.fingerprint(client_host(request)))
         if wait:
             return rate_limit_message(self._ip_limit.limit, wait)
         return None
@@ -178,6 +180,7 @@ class ChatHandlers:
                 await session.agent.open_latest(session.principal)
             else:
                 session = await self._session_for(request, conversation_ref)
+            await session.conversation.settle_if_abandoned()  # several workers: a turn left by a stopped one
             messages = (await session.conversation.load()).messages
         cookie_notice = notice(TAB_ONLY_NOTICE if self._edge.tab_only(request) else None)
         return render_transcript(messages), session.conversation.conversation_id, cookie_notice
@@ -187,10 +190,11 @@ class ChatHandlers:
         text = clean_message(message)
         try:
             session = await self._session_for(request, conversation_ref)
-            refusal = self._refusal(session, request, text)
+            refusal = await self._refusal(session, request, text)
             if refusal:  # not a turn: chat and memory untouched, the text stays in the box
                 yield gr.skip(), gr.skip(), ready_box(), notice(refusal)
                 return
+            await session.conversation.settle_if_abandoned()  # several workers: a turn left by a stopped one
             history = render_transcript((await session.conversation.load()).messages)
         except gr.Error:
             raise
@@ -229,7 +233,7 @@ class ChatHandlers:
         against the rate limits first, so a refused retry loses nothing."""
         try:
             session = await self._session_for(request, conversation_ref)
-            refusal = self._rate_refusal(session, request)
+            refusal = await self._rate_refusal(session, request)
             if refusal:
                 yield gr.skip(), gr.skip(), ready_box(), notice(refusal)
                 return
@@ -277,7 +281,7 @@ class ChatHandlers:
         with told_to_the_person(log, "/chat"):
             session = await self._edge.resolve(request)
             text = clean_message(message)
-            refusal = self._refusal(session, request, text)
+            refusal = await self._refusal(session, request, text)
             if refusal:
                 yield refusal
                 return

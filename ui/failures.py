@@ -2,7 +2,9 @@
 
 Tracebacks go to the log; the page gets a sentence from :func:`failure_message`, chosen by the kind of
 failure found anywhere in the exception's chain: the model's (unreachable, key refused, model unknown,
-context too long, tools refused, rate limit, timeout, ... - agent/model_errors.py), or storage.
+context too long, tools refused, rate limit, timeout, ... - agent/model_errors.py), storage, or a
+conversation another worker holds too long. A turn interrupted because its worker stopped is told by a
+stored notice (agent/hygiene.py ``INTERRUPTED``), shown like every other one.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import logging
 import sqlite3
 from contextlib import contextmanager
 
+from agent.hygiene import INTERRUPTED as _INTERRUPTED
 from agent.model_errors import SENTENCES, Failure, error_chain, model_failure
+from memory.leases import LeaseBusy
 
 STORE_DOWN = ("Your conversation could not be read or saved just now: the assistant's storage is not "
               "available. Please try again in a minute; if it keeps happening, tell whoever runs this assistant.")
@@ -19,6 +23,9 @@ MODEL_UNREACHABLE = SENTENCES["unreachable"]
 MODEL_KEY_REFUSED = SENTENCES["auth"]
 MODEL_TIMEOUT = SENTENCES["timeout"]
 MODEL_BUSY = SENTENCES["rate_limited"]
+ANSWER_INTERRUPTED = _INTERRUPTED.sentence
+CONVERSATION_BUSY = ("This conversation is still busy with another answer (in another tab or window). Please "
+                     "wait until it has finished, then send your message again.")
 SOMETHING_FAILED = ("Sorry, something went wrong while answering. Please try again (Retry); if it keeps "
                     "happening, start a new chat.")
 
@@ -33,7 +40,10 @@ def turn_failure(error: BaseException) -> Failure:
     failure = model_failure(error)
     if failure is not None:
         return failure
-    if any(_store_down(link) for link in error_chain(error)):
+    chain = list(error_chain(error))
+    if any(isinstance(link, LeaseBusy) for link in chain):
+        return Failure("busy", CONVERSATION_BUSY)
+    if any(_store_down(link) for link in chain):
         return Failure("store", STORE_DOWN)
     return Failure("unknown", SOMETHING_FAILED)
 

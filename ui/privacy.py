@@ -67,7 +67,7 @@ class PrivacyHandlers:
         conversations = []
         for record in await self._manager.conversations(session.principal):
             entry = self._manager.entry(record.id, session.principal)
-            async with entry.lock:  # a consistent snapshot: no turn is half-written into it
+            async with entry.locked():  # a consistent snapshot: no turn is half-written into it
                 transcript = await entry.load()
                 files = await self._manager.files.list(session.principal, record.id)
             conversations.append({

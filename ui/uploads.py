@@ -66,7 +66,8 @@ class UploadHandlers:
         self._edge = edge
         self._manager = manager
         self._settings = settings
-        self._owner_limit = RateLimiter(settings.rate_limit_per_owner)
+        self._owner_limit = RateLimiter(settings.rate_limit_per_owner, redis_url=settings.redis_url,
+                                        name="upload-owner")
 
     async def _ingest(self, session: Session, path: str) -> Attached:
         """Check, store and mark one file; its cache copy is gone afterwards, whatever happened."""
@@ -100,8 +101,8 @@ class UploadHandlers:
         finally:
             discard_cache_copy(path)
 
-    def _rate_refusal(self, session: Session) -> str | None:
-        wait = self._owner_limit.wait_seconds(session.principal)
+    async def _rate_refusal(self, session: Session) -> str | None:
+        wait = await self._owner_limit.wait_seconds(session.principal)
         return rate_limit_message(self._owner_limit.limit, wait) if wait else None
 
     async def attach(self, files, conversation_ref: str, request: gr.Request):
@@ -110,7 +111,7 @@ class UploadHandlers:
         paths = _paths(files)
         try:
             session = await self._edge.resolve_showing(request, conversation_ref)
-            refusal = NO_FILE if not paths else self._rate_refusal(session)
+            refusal = NO_FILE if not paths else await self._rate_refusal(session)
             if refusal:
                 for path in paths:
                     discard_cache_copy(path)
@@ -148,7 +149,7 @@ class UploadHandlers:
                 session = await self._edge.resolve(request)
                 if not paths:
                     return NO_FILE
-                refusal = self._rate_refusal(session)
+                refusal = await self._rate_refusal(session)
                 if refusal:
                     return refusal
                 outcome = await self._ingest(session, paths[0])
