@@ -37,6 +37,7 @@ from mcp_server.keys import session_fingerprints
 from mcp_server.service import McpService
 from mcp_server.tokens import AssistantTokens
 from memory.conversation_memory import ConversationMemoryManager
+from memory.leases import Leases
 from memory.registry import SessionRegistry
 from memory.retention import RetentionSweeper
 from memory.session import make_session_factory
@@ -75,7 +76,8 @@ class App:
         guard = Middleware(OwnerGuard, credentials=self.credentials, registry=self.registry,
                            allowed_origins=settings.allowed_origins, same_site=settings.cookie_same_site,
                            new_sessions_per_address=settings.new_sessions_per_ip,
-                           new_sessions_per_owner=settings.new_sessions_per_owner, monitoring=settings.monitoring)
+                           new_sessions_per_owner=settings.new_sessions_per_owner, monitoring=settings.monitoring,
+                           redis_url=settings.redis_url)
         # Gradio's per-hash state lives exactly as long as the hash's binding (memory/bindings.py).
         self.registry.forget_state = lambda session_hash: forget_session_state(self.demo, session_hash)
         # /healthz is answered outside the guard (no cookie, no session); the guard runs before the rest,
@@ -182,7 +184,7 @@ def build_app(settings: Settings | None = None) -> App:
     catalog = load_catalog()
     runtime = AgentRuntime(choice.model, catalog, store.checkpointer, middleware=pii_middleware(settings),
                            server=choice.server)
-    manager = ConversationMemoryManager(runtime, store)
+    manager = ConversationMemoryManager(runtime, store, leases=Leases.for_workers(store, settings.workers))
     registry = SessionRegistry(make_session_factory(manager), maxsize=settings.session_max,
                                ttl=settings.session_ttl, fingerprint=session_fingerprints(credentials))
     tokens = AssistantTokens(store, credentials, hours=settings.mcp_token_hours)
