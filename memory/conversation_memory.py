@@ -95,6 +95,13 @@ class ConversationMemory:
             async with self._leases.try_hold(name) as lease:
                 await self._settle_if_taken_over(lease)
 
+    async def cut_short_elsewhere(self, messages: list[BaseMessage]) -> bool:
+        """Whether ``messages`` (this conversation, as just loaded) end in a turn another worker was answering
+        and still holds or held until it stopped: the person's reply stream broke with that worker. Never
+        with one worker."""
+        return (self._leases is not None and not self.lock.locked() and unfinished(messages)
+                and await self._leases.held_by_another(conversation_lease(self.conversation_id)))
+
     async def _settle_if_taken_over(self, lease: Lease | None) -> None:
         if lease is not None and lease.taken_from is not None:
             await self.settle_abandoned_turn()

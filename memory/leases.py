@@ -136,6 +136,12 @@ class Leases:
                                       f"AND expires_at < {_now(postgres)}", name, self.holder)
         return bool(rows)
 
+    async def held_by_another(self, name: str) -> bool:
+        """Whether another holder has ``name`` now or had it until it expired (a read: nothing is taken)."""
+        await self.open()
+        return bool(await self.store._rows("SELECT 1 FROM cmw_leases WHERE name = ? AND holder <> ?", name,
+                                           self.holder))
+
     # -- holding -------------------------------------------------------------------------------
     @asynccontextmanager
     async def hold(self, name: str) -> AsyncIterator[Lease]:

@@ -11,7 +11,6 @@ Without ``haproxy`` these tests skip with the reason; with ``CI=true`` they fail
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,8 +18,6 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -31,23 +28,17 @@ from gradio_client import Client
 from deploy import supervisor
 from deploy.supervisor import bind_address, render_config, supervise
 from settings import Settings
+from deployment_support import (ROOT, START_TIMEOUT, Deployment, answers, gone, require_haproxy,
+                                running_deployment, worker_of)
 from tests_support import free_port, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
-HAPROXY = supervisor.find_haproxy()
-IN_CI = os.environ.get("CI", "").lower() == "true"
-START_TIMEOUT = 90.0  # seconds for the supervisor, both workers and HAProxy to answer
 TURN_TIMEOUT = 30.0
 SESSIONS = 30
 
 
 @pytest.fixture(scope="module")
 def haproxy() -> str:
-    if HAPROXY is None:
-        if IN_CI:
-            pytest.fail("haproxy not found; CI must install it (apt-get install haproxy, see .ci/run)")
-        pytest.skip("haproxy is not installed (apt-get install haproxy): --workers runs workers behind it")
-    return HAPROXY
+    return require_haproxy()
 
 
 # --- the configuration ----------------------------------------------------------------------------
@@ -99,96 +90,19 @@ def test_a_child_dies_with_its_supervisor_even_when_that_is_killed():
         assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
         parent.kill()  # SIGKILL: the supervisor gets no chance to stop anything itself
         parent.wait(timeout=10)
-        wait_until(lambda: _gone(child), "the child outlived its killed parent", timeout=5)
+        wait_until(lambda: gone(child), "the child outlived its killed parent", timeout=5)
     finally:
         parent.kill()
         parent.wait(timeout=10)
         parent.stdout.close()
-        if child is not None and not _gone(child):
+        if child is not None and not gone(child):
             child.kill()
-
-
-def _gone(process: psutil.Process) -> bool:
-    """Ended (a zombie waiting for whoever adopted it to reap it has ended too)."""
-    try:
-        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-# --- a real deployment ----------------------------------------------------------------------------
-
-@dataclass
-class Deployment:
-    process: subprocess.Popen
-    url: str
-    log: Path
-    seen: dict[int, psutil.Process] = field(default_factory=dict)  # every child PID observed
-
-    def workers(self) -> dict[str, psutil.Process]:
-        """The live workers by CMW_WORKER_ID (and every child is remembered for the final check)."""
-        found = {}
-        for child in psutil.Process(self.process.pid).children():
-            self.seen.setdefault(child.pid, child)
-            try:
-                worker_id = child.environ().get("CMW_WORKER_ID")
-            except psutil.Error:
-                continue
-            if worker_id and child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
-                found[worker_id] = child
-        return found
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-
-def _worker_of(url: str, cookies: dict[str, str] | None = None) -> str:
-    response = httpx.get(url + "healthz", cookies=cookies, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.headers["x-cmw-worker"]
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url + "healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")
 def deployment(haproxy, tmp_path_factory) -> Iterator[Deployment]:
-    base = tmp_path_factory.mktemp("workers")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CMW_MODEL", "DATABASE_URL", "CMW_SECRET_KEY")}
-    env.update(CMW_DATA_DIR=str(base / "data"), CMW_OFFLINE_TOKEN_DELAY="0.002", GRADIO_ANALYTICS_ENABLED="False",
-               CMW_RATE_LIMIT_PER_MINUTE="0", CMW_IP_RATE_LIMIT_PER_MINUTE="0", CMW_LOG_LEVEL="WARNING",
-               NO_PROXY="127.0.0.1,localhost")
-    port = free_port()
-    log = base / "supervisor.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, str(ROOT / "app_ng.py"), "--workers", "2", "--port", str(port)],
-                                   cwd=base, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=supervisor._die_with_parent(os.getpid()))
-    running = Deployment(process, f"http://127.0.0.1:{port}/", log)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _answers(running.url):
-            assert process.poll() is None, f"the supervisor exited ({process.returncode}):\n{running.tail()}"
-            assert time.monotonic() < deadline, f"no answer within {START_TIMEOUT:.0f} s:\n{running.tail()}"
-            time.sleep(0.2)
-        assert set(running.workers()) == {"1", "2"}
+    with running_deployment(tmp_path_factory.mktemp("workers")) as running:
         yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        for child in running.seen.values():  # by PID, and only the very process we saw (create time checked)
-            if not _gone(child):
-                child.kill()
 
 
 @pytest.fixture
@@ -215,7 +129,7 @@ def test_thirty_sessions_through_haproxy_each_get_their_own_and_use_both_workers
         name = f"Canary{uuid.uuid4().hex[:10]}"
         barrier.wait()
         replies = [_chat(client, f"My name is {name}"), _chat(client, "What's my name?")]
-        return name, replies, _worker_of(deployment.url, client.cookies)
+        return name, replies, worker_of(deployment.url, client.cookies)
 
     with ThreadPoolExecutor(SESSIONS) as pool:
         results = list(pool.map(one, range(SESSIONS)))
@@ -239,34 +153,34 @@ def test_one_owner_cookie_always_reaches_the_same_worker(deployment):
             answered_by = {http.get(path).headers["x-cmw-worker"]
                            for path in ("healthz", "", "config", "gradio_api/info") * 10}
             assert len(answered_by) == 1, f"one owner was answered by workers {answered_by}"
-    assert len({_worker_of(deployment.url) for _ in range(20)}) == 1  # no cookie: the client address decides
+    assert len({worker_of(deployment.url) for _ in range(20)}) == 1  # no cookie: the client address decides
 
 
 def test_a_killed_worker_is_restarted_on_its_port_and_serves_again(deployment, clients):
     cookies = next(c for c in (dict(httpx.get(deployment.url, timeout=10).cookies) for _ in range(40))
-                   if _worker_of(deployment.url, c) == "1")
+                   if worker_of(deployment.url, c) == "1")
     victim = deployment.workers()["1"]
     victim.kill()  # SIGKILL
     victim.wait(timeout=10)
     # Meanwhile HAProxy sends this owner to the other worker (down after two failed checks, ~1 s).
-    wait_until(lambda: _answers(deployment.url) and _worker_of(deployment.url, cookies) == "2",
+    wait_until(lambda: answers(deployment.url) and worker_of(deployment.url, cookies) == "2",
                "the owner was not sent to the surviving worker", timeout=10)
     wait_until(lambda: "1" in deployment.workers() and deployment.workers()["1"].pid != victim.pid,
                "the supervisor did not restart the worker", timeout=15)
     assert f"worker 1 (pid {victim.pid}) exited" in deployment.log.read_text(errors="replace")
-    wait_until(lambda: _worker_of(deployment.url, cookies) == "1", "the restarted worker was not used again",
+    wait_until(lambda: worker_of(deployment.url, cookies) == "1", "the restarted worker was not used again",
                timeout=START_TIMEOUT)
     client = Client(deployment.url, verbose=False, httpx_kwargs={"cookies": dict(cookies)})
     clients.append(client)
     name = f"Canary{uuid.uuid4().hex[:10]}"
     _chat(client, f"My name is {name}")
     assert _chat(client, "What's my name?") == f"Your name is {name}."
-    assert _worker_of(deployment.url, client.cookies) == "1"
+    assert worker_of(deployment.url, client.cookies) == "1"
 
 
 def _owner_on(url: str, worker: str) -> dict[str, str]:
     """A fresh owner cookie that HAProxy sends to ``worker``."""
-    return next(c for c in (dict(httpx.get(url, timeout=10).cookies) for _ in range(60)) if _worker_of(url, c) == worker)
+    return next(c for c in (dict(httpx.get(url, timeout=10).cookies) for _ in range(60)) if worker_of(url, c) == worker)
 
 
 def test_sigkill_mid_stream_loses_no_turn_and_the_person_continues_on_the_other_worker(deployment, clients):
@@ -315,5 +229,5 @@ def test_sigterm_to_the_supervisor_leaves_no_child_alive(deployment):
     assert any("haproxy" in c.name() for c in children if c.is_running())
     deployment.process.send_signal(signal.SIGTERM)
     assert deployment.process.wait(timeout=20) == 0, deployment.tail()
-    wait_until(lambda: all(_gone(c) for c in children), "a child outlived the supervisor", timeout=5)
-    assert not _answers(deployment.url)
+    wait_until(lambda: all(gone(c) for c in children), "a child outlived the supervisor", timeout=5)
+    assert not answers(deployment.url)

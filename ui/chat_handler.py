@@ -40,6 +40,8 @@ from ui.render import TurnView, render_transcript, user_message
 log = logging.getLogger("cmw.chat")
 # What a tab asks for when it cannot remember its conversation (storage denied in a cross-site frame).
 LATEST_CONVERSATION = "@latest"
+STREAM_LOST = ("The answer to your last message was cut off: the server answering it stopped. Your conversation "
+               "is safe - send your message again.")
 TAB_ONLY_NOTICE = ("Your browser keeps no cookies for this site, so this chat lives only in this tab: it stays "
                    "private, but it is gone when you close or reload the tab - allow cookies for this site (or "
                    "open the app in its own tab) to keep your conversations.")
@@ -182,8 +184,11 @@ class ChatHandlers:
                 session = await self._session_for(request, conversation_ref)
             await session.conversation.settle_if_abandoned()  # several workers: a turn left by a stopped one
             messages = (await session.conversation.load()).messages
-        cookie_notice = notice(TAB_ONLY_NOTICE if self._edge.tab_only(request) else None)
-        return render_transcript(messages), session.conversation.conversation_id, cookie_notice
+            # The page reloads when the worker streaming its answer dies (Gradio sees a new server): say why
+            # the answer is missing until the stopped worker's lease expires and the turn is settled.
+            cut = await session.conversation.cut_short_elsewhere(messages)
+        told = [STREAM_LOST] * cut + [TAB_ONLY_NOTICE] * self._edge.tab_only(request)
+        return render_transcript(messages), session.conversation.conversation_id, notice(" ".join(told) or None)
 
     async def respond(self, message: str, conversation_ref: str, request: gr.Request):
         """Chat submit from the page: yields (chat, conversation reference, message box, notice)."""
