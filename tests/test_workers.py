@@ -222,6 +222,39 @@ def test_sigkill_mid_stream_loses_no_turn_and_the_person_continues_on_the_other_
                "the supervisor did not restart the worker", timeout=15)  # as the next test expects
 
 
+def _port_of(worker: psutil.Process) -> int:
+    command = worker.cmdline()
+    return int(command[command.index("--port") + 1])
+
+
+def test_two_workers_racing_turns_on_one_conversation_never_interleave(deployment, clients):
+    """A forced re-route: one owner's two clients talk straight to worker 1 and worker 2 (past HAProxy)
+    and race turns on the same conversation; the store's lease lets one turn at a time write it."""
+    workers = deployment.workers()
+    first = Client(f"http://127.0.0.1:{_port_of(workers['1'])}/", verbose=False)
+    clients.append(first)
+    first.predict("My name is Racer", api_name="/chat")
+    conversation = first.predict(api_name="/conversations")[0]["id"]
+    second = Client(f"http://127.0.0.1:{_port_of(workers['2'])}/", verbose=False,
+                    httpx_kwargs={"cookies": dict(first.cookies)})
+    clients.append(second)
+    second.predict(conversation, api_name="/resume")
+    rounds = 6
+
+    def race(client: Client, tag: str) -> list[str]:
+        return [_chat(client, f"Count to {40 + i}") + f" [{tag}]" for i in range(rounds)]
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(race, (first, second), ("w1", "w2")))
+    assert all(a.split(" [")[0].split()[-1] == str(40 + i) for run in answers for i, a in enumerate(run))
+    records = first.predict(conversation, api_name="/resume")
+    turns = records[2:]  # after "My name is Racer" and its answer
+    assert len(turns) == 2 * 2 * rounds, turns
+    for ask, answer in zip(turns[::2], turns[1::2]):  # each question followed by its own whole answer
+        assert ask["role"] == "user" and answer["role"] == "assistant"
+        assert answer["content"].split()[-1] == ask["content"].split()[-1], (ask, answer)
+
+
 def test_sigterm_to_the_supervisor_leaves_no_child_alive(deployment):
     deployment.workers()  # remember the current children too
     children = list(deployment.seen.values())
