@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from concurrent.futures.thread import _worker as _executor_worker
 import time
 import traceback
 import uuid
@@ -114,5 +115,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _lingering() -> list[threading.Thread]:
+    """Threads that would keep the process alive. An idle ``concurrent.futures`` worker (an event loop's
+    default executor, say) is not one: the interpreter's exit hook wakes and joins it."""
     return [t for t in threading.enumerate()
-            if t is not threading.current_thread() and not t.daemon and t.is_alive()]
+            if t is not threading.current_thread() and not t.daemon and t.is_alive()
+            and getattr(t, "_target", None) is not _executor_worker]
