@@ -210,6 +210,12 @@ def test_sigkill_mid_stream_loses_no_turn_and_the_person_continues_on_the_other_
         except Exception:
             time.sleep(0.5)
     assert answer == f"Your name is {name}."  # by the surviving worker, or by worker 1 restarted meanwhile
+    # Worker 1 comes back and its people move back to it (consistent hashing): wait for that, so that no
+    # later request is split across the move (its queue/join on one worker, its queue/data on the other).
+    wait_until(lambda: "1" in deployment.workers() and deployment.workers()["1"].pid != victim.pid,
+               "the supervisor did not restart the worker", timeout=15)
+    wait_until(lambda: worker_of(url, person.cookies) == "1", "the restarted worker was not used again",
+               timeout=START_TIMEOUT)
     assert "apples" in _chat(person, "What's in my cart?").lower()
     conversation = person.predict(api_name="/conversations")[0]["id"]
     records = person.predict(conversation, api_name="/resume")
@@ -218,8 +224,6 @@ def test_sigkill_mid_stream_loses_no_turn_and_the_person_continues_on_the_other_
     after = records[[r["content"] for r in records].index("Count to 1000") + 1]
     assert after == {"role": "user", "content": "What's my name?"}  # no half-written answer was stored
     assert other not in " ".join(r["content"] for r in records)
-    wait_until(lambda: "1" in deployment.workers() and deployment.workers()["1"].pid != victim.pid,
-               "the supervisor did not restart the worker", timeout=15)  # as the next test expects
 
 
 def _port_of(worker: psutil.Process) -> int:

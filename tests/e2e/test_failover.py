@@ -4,7 +4,8 @@ the cut turn is marked as interrupted after a reload."""
 
 from __future__ import annotations
 
-from deployment_support import require_haproxy, running_deployment, worker_of
+from deployment_support import START_TIMEOUT, require_haproxy, running_deployment, worker_of
+from tests_support import wait_until
 
 try:
     from playwright.sync_api import expect
@@ -27,10 +28,17 @@ def test_a_worker_killed_mid_answer_is_explained_and_the_person_continues(open_c
 
         chat.send("Count to 1000")
         expect(chat.page.locator(BOT_MSG).last).to_contain_text(" 30 ")
-        deployment.workers()[serving].kill()  # SIGKILL, mid-answer
+        victim = deployment.workers()[serving]
+        victim.kill()  # SIGKILL, mid-answer
 
         # Gradio reloads the page (a new server answers); the page says why the answer is missing.
         expect(chat.page.locator(LOAD_NOTICE)).to_contain_text("cut off", timeout=AFTER_FAILOVER_MS)
+        # The supervisor restarts the worker and HAProxy moves this person back to it: once that settled
+        # (an event in flight across the move could be split between the two), the person goes on.
+        wait_until(lambda: serving in deployment.workers() and deployment.workers()[serving].pid != victim.pid,
+                   "the supervisor did not restart the worker", timeout=30)
+        wait_until(lambda: worker_of(deployment.url, cookies) == serving, "the restarted worker was not used",
+                   timeout=START_TIMEOUT)
         chat.send("What's my name?")
         expect(chat.page.locator(BOT_MSG).last).to_have_text("Your name is Ada.", timeout=AFTER_FAILOVER_MS)
         chat.wait_idle()
