@@ -52,6 +52,10 @@ def bench_env(**overrides: str) -> dict[str, str]:
         # load itself, so benchmarks switch them off (0 = off); they are measured by the tests, not here
         "CMW_RATE_LIMIT_PER_MINUTE": "0",
         "CMW_IP_RATE_LIMIT_PER_MINUTE": "0",
+        # ... and so would the limits on new sessions (120 per minute per address, 60 per owner): a round of
+        # N=100 opens 100 sessions from one address (bench/binding_flood.py measures those limits)
+        "CMW_NEW_SESSIONS_PER_MINUTE": "0",
+        "CMW_NEW_SESSIONS_PER_OWNER_PER_MINUTE": "0",
     })
     env.update({k: str(v) for k, v in overrides.items()})
     return env

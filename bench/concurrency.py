@@ -314,7 +314,7 @@ def run(apps=("cmw", "naive"), ns=DEFAULT_NS, deadline: float = 45.0, token_dela
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--apps", nargs="+", default=["cmw", "naive"], choices=sorted(APPS))
+    parser.add_argument("--apps", nargs="+", default=["cmw", "cmw-w2", "chatinterface", "naive"], choices=sorted(APPS))
     parser.add_argument("--ns", nargs="+", type=int, default=list(DEFAULT_NS))
     parser.add_argument("--turns", type=int, default=5, help="turns per session of the multi-turn rounds")
     parser.add_argument("--multi-ns", nargs="*", type=int, default=[],

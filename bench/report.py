@@ -288,7 +288,8 @@ def render_markdown(res: dict) -> str:
            "during the round (other work on the machine, kernel): high values mean a disturbed figure.\n\n",
            f"Offline model, {res['token_delay_s'] * 1000:.0f} ms per token; every chat turn streams ~50 tokens. "
            "Load generator: bench/loadgen.py (httpx + asyncio, Gradio queue protocol, one cookie jar per user). "
-           "Rate limits are switched off for the benchmark (all users come from 127.0.0.1).\n\n",
+           "Rate limits and new-session limits are switched off for the benchmark (all users come from "
+           "127.0.0.1).\n\n",
            "## Targets\n\n| target | goal | measured | met |\n|---|---|---|---|\n"]
     for name, goal, got, ok in targets(res):
         out.append(f"| {name} | {goal} | {got} | {'yes' if ok else ('no' if ok is False else '-')} |\n")
