@@ -204,6 +204,7 @@ async def run_round(app: AppProcess, endpoint, n: int, *, first_id: int, deadlin
         return {
             "n": n, "turns_per_session": turns, "expected": len(records), "ok": len(ok), "open_errors": open_errors,
             "errors": sum(errors.values()), "error_kinds": errors, "unserved_at_deadline": len(unserved),
+            "error_samples": sorted({r.error for r in records if r.error and r not in unserved})[:5],
             "deadline_s": deadline, "wall_s": wall,
             "ttft_p50_ms": _ms(pct(ttft, 50)), "ttft_p99_ms": _ms(pct(ttft, 99)), "ttft_max_ms": _ms(max(ttft, default=None)),
             "first_token_overhead_p50_ms": _ms(None if not ttft else pct(ttft, 50) - token_delay),

@@ -259,6 +259,44 @@ def summary(res: dict) -> str:
     return "\n".join(lines)
 
 
+# what bench/report.py shows (results.md, the targets table)
+
+
+def targets(fo: dict) -> list[tuple[str, str, str, bool | None]]:
+    t = fo.get("kill_to_answered_s")
+    return [("failover: SIGKILL -> next message answered", "within seconds", "-" if t is None else f"{t:.2f} s",
+             t is not None and t <= 10),
+            ("failover: stored turns lost; name and cart intact", "0; yes",
+             f"{fo['turns_lost']} of {fo['turns_checked']}; name {'yes' if fo['name_intact'] else 'NO'}, cart "
+             f"{'yes' if fo['cart_intact'] else 'NO'}", not fo["turns_lost"] and fo["name_intact"] and fo["cart_intact"]),
+            ("failover: streams on the surviving worker finished whole", "all",
+             f"{fo['survivors_whole']}/{fo['on_surviving_worker']}", not fo["survivors_broken"])]
+
+
+def markdown(fo: dict) -> str:
+    def sec(v):
+        return "-" if v is None else f"{v:.2f} s"
+    interrupted = " / ".join(f"{r.get('role')}: {str(r.get('content'))[:40]!r}" for r in fo.get("interrupted_turn", [])) \
+        or "(not stored)"
+    return (f"`bench/failover.py`: `app_ng.py --workers 2` (HAProxy, SQLite in a temporary data dir), offline model "
+            f"at {fo['token_delay_s'] * 1000:.0f} ms/token. {fo['people']} people each told their name and added 2 "
+            f"apples to their cart, then all started `Count to {fo['count_to']}`; after person 0 had seen "
+            f"{fo['tokens_at_kill']} tokens, worker {fo['victim_worker']} (serving person 0 and "
+            f"{fo['on_victim_worker'] - 1} others) got SIGKILL. Person 0 then sent \"What's my name?\" from the same "
+            f"page (same cookie and session_hash) until answered. Load average {fo['loadavg_before'][0]:.2f} before, "
+            f"{fo['loadavg_after'][0]:.2f} after.\n\n"
+            "| figure | value |\n|---|---|\n"
+            f"| SIGKILL -> next message answered (completed) | {sec(fo['kill_to_answered_s'])} |\n"
+            f"| SIGKILL -> person 0's stream seen broken | {sec(fo['kill_to_stream_broken_s'])} |\n"
+            f"| attempts until answered; answering worker | {len(fo['attempts'])}; worker {fo['answered_by_worker']} |\n"
+            f"| stored turns lost (of the completed ones) | {fo['turns_lost']} of {fo['turns_checked']} |\n"
+            f"| name intact / cart intact | {'yes' if fo['name_intact'] else 'NO'} / {'yes' if fo['cart_intact'] else 'NO'} |\n"
+            f"| the interrupted turn in `/resume` | {interrupted} |\n"
+            f"| streams on the surviving worker finished whole | {fo['survivors_whole']}/{fo['on_surviving_worker']} |\n"
+            f"| other streams on the killed worker broken | {fo['victim_worker_others_broken']}/{fo['on_victim_worker'] - 1} |\n"
+            f"| processes left after stopping the supervisor | {len(fo['left_behind'])} |\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 people, Count to 100")

@@ -231,9 +231,11 @@ class User:
                 "session_hash": session_hash, "event_data": None}
         value: Any = None
         seen_first = False
+        phase = "join"
         turn.t_join = time.perf_counter()
         try:
             response = await self.client.post(f"{prefix}/queue/join", json=body, headers=self._headers())
+            phase = "data"
             self._remember(response)
             if response.status_code != 200:
                 turn.error = f"join HTTP {response.status_code}"
@@ -244,6 +246,7 @@ class User:
                 if stream.status_code != 200:
                     turn.error = f"data HTTP {stream.status_code}"
                     return turn
+                phase = "stream"
                 async for line in stream.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -284,7 +287,7 @@ class User:
             turn.error = "cancelled (deadline)"
             raise
         except httpx.HTTPError as exc:
-            turn.error = f"{type(exc).__name__}: {exc}"[:160]
+            turn.error = f"{type(exc).__name__} ({phase}): {exc}"[:160]  # phase: join, data (no answer), stream
         return turn
 
     async def aclose(self) -> None:

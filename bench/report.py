@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import failover  # noqa: E402
 from common import RESULTS  # noqa: E402
 
 README = Path(__file__).resolve().parent / "README.md"
@@ -77,17 +78,6 @@ def issue15_targets(conc: dict) -> list[tuple[str, str, str, bool | None]]:
     return rows
 
 
-def failover_targets(fo: dict) -> list[tuple[str, str, str, bool | None]]:
-    t = fo.get("kill_to_answered_s")
-    return [("failover: SIGKILL -> next message answered", "within seconds", "-" if t is None else f"{t:.2f} s",
-             t is not None and t <= 10),
-            ("failover: stored turns lost; name and cart intact", "0; yes",
-             f"{fo['turns_lost']} of {fo['turns_checked']}; name {'yes' if fo['name_intact'] else 'NO'}, cart "
-             f"{'yes' if fo['cart_intact'] else 'NO'}", not fo["turns_lost"] and fo["name_intact"] and fo["cart_intact"]),
-            ("failover: streams on the surviving worker finished whole", "all",
-             f"{fo['survivors_whole']}/{fo['on_surviving_worker']}", not fo["survivors_broken"])]
-
-
 # ------------------------------------------------------------------------------------------------
 # targets
 
@@ -97,7 +87,7 @@ def targets(res: dict) -> list[tuple[str, str, str, bool | None]]:
     conc = (res.get("concurrency") or {}).get("apps", {})
     rows += issue15_targets(conc)
     if res.get("failover"):
-        rows += failover_targets(res["failover"])
+        rows += failover.targets(res["failover"])
     cmw = {r["n"]: r for r in conc.get("cmw", {}).get("rounds", [])}
     if 100 in cmw:
         r = cmw[100]
@@ -208,30 +198,6 @@ def side_by_side(conc: dict) -> str:
     return head + "\n".join(rows) + "\n"
 
 
-def failover_section(fo: dict) -> str:
-    def sec(v):
-        return "-" if v is None else f"{v:.2f} s"
-    interrupted = " / ".join(f"{r.get('role')}: {str(r.get('content'))[:40]!r}" for r in fo.get("interrupted_turn", [])) \
-        or "(not stored)"
-    return (f"`bench/failover.py`: `app_ng.py --workers 2` (HAProxy, SQLite in a temporary data dir), offline model "
-            f"at {fo['token_delay_s'] * 1000:.0f} ms/token. {fo['people']} people each told their name and added 2 "
-            f"apples to their cart, then all started `Count to {fo['count_to']}`; after person 0 had seen "
-            f"{fo['tokens_at_kill']} tokens, worker {fo['victim_worker']} (serving person 0 and "
-            f"{fo['on_victim_worker'] - 1} others) got SIGKILL. Person 0 then sent \"What's my name?\" from the same "
-            f"page (same cookie and session_hash) until answered. Load average {fo['loadavg_before'][0]:.2f} before, "
-            f"{fo['loadavg_after'][0]:.2f} after.\n\n"
-            "| figure | value |\n|---|---|\n"
-            f"| SIGKILL -> next message answered (completed) | {sec(fo['kill_to_answered_s'])} |\n"
-            f"| SIGKILL -> person 0's stream seen broken | {sec(fo['kill_to_stream_broken_s'])} |\n"
-            f"| attempts until answered; answering worker | {len(fo['attempts'])}; worker {fo['answered_by_worker']} |\n"
-            f"| stored turns lost (of the completed ones) | {fo['turns_lost']} of {fo['turns_checked']} |\n"
-            f"| name intact / cart intact | {'yes' if fo['name_intact'] else 'NO'} / {'yes' if fo['cart_intact'] else 'NO'} |\n"
-            f"| the interrupted turn in `/resume` | {interrupted} |\n"
-            f"| streams on the surviving worker finished whole | {fo['survivors_whole']}/{fo['on_surviving_worker']} |\n"
-            f"| other streams on the killed worker broken | {fo['victim_worker_others_broken']}/{fo['on_victim_worker'] - 1} |\n"
-            f"| processes left after stopping the supervisor | {len(fo['left_behind'])} |\n")
-
-
 def memory_tables(mem: dict) -> str:
     out = []
     http = mem.get("http")
@@ -316,7 +282,7 @@ def render_markdown(res: dict) -> str:
                        "wall = first join -> last reply of the round.\n\n" + concurrency_table(conc, multi=True))
     fo = res.get("failover")
     if fo:
-        out.append("\n## Failover: SIGKILL of a serving worker mid-stream\n\n" + _when(fo) + failover_section(fo))
+        out.append("\n## Failover: SIGKILL of a serving worker mid-stream\n\n" + _when(fo) + failover.markdown(fo))
     mem = res.get("memory")
     if mem:
         out.append("\n## 3. Memory per live session and after expiry\n\n" + _when(mem) + "![memory](memory.png)\n\n"
@@ -359,7 +325,7 @@ def plot_concurrency(conc: dict, path: Path, token_delay: float) -> None:
     a_ttft.axhline(W2_OVERHEAD_P99_MS + token_delay * 1000, color="gray", ls=":", label="target p99 (--workers 2, N=100)")
     a_ttft.set(title="time to first token (ms, served turns)", xlabel="concurrent sessions N", xscale="log", yscale="log")
     a_cpu.set(title="app CPU ms per served turn (all app processes)", xlabel="concurrent sessions N", xscale="log")
-    a_ok.set(title=f"turns served before the deadline (%)", xlabel="concurrent sessions N",
+    a_ok.set(title="turns served before the deadline (%)", xlabel="concurrent sessions N",
              xscale="log", ylim=(0, 105))
     for ax in axes.flat:
         ax.grid(True, which="both", alpha=0.3)
