@@ -52,6 +52,10 @@ def bench_env(**overrides: str) -> dict[str, str]:
         # load itself, so benchmarks switch them off (0 = off); they are measured by the tests, not here
         "CMW_RATE_LIMIT_PER_MINUTE": "0",
         "CMW_IP_RATE_LIMIT_PER_MINUTE": "0",
+        # ... and so would the limits on new sessions (120 per minute per address, 60 per owner): a round of
+        # N=100 opens 100 sessions from one address (bench/binding_flood.py measures those limits)
+        "CMW_NEW_SESSIONS_PER_MINUTE": "0",
+        "CMW_NEW_SESSIONS_PER_OWNER_PER_MINUTE": "0",
     })
     env.update({k: str(v) for k, v in overrides.items()})
     return env
@@ -91,8 +95,15 @@ class AppProcess:
         assert self.popen is not None
         return self.popen.pid
 
+    def argv(self) -> list[str]:
+        return [sys.executable, str(ROOT / self.script), "--host", HOST, "--port", str(self.port)]
+
+    def ready(self, client: httpx.Client) -> bool:
+        """Whether the app answers (polled every 0.25 s after the start)."""
+        return client.get(f"{self.url}/config").status_code == 200
+
     def start(self, timeout: float = 90.0) -> "AppProcess":
-        argv = [sys.executable, str(ROOT / self.script), "--host", HOST, "--port", str(self.port)]
+        argv = self.argv()
         log = open(self.log_path, "wb")
         self.popen = subprocess.Popen(argv, cwd=str(ROOT), env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL)
@@ -105,7 +116,7 @@ class AppProcess:
                 if self.popen.poll() is not None:
                     raise RuntimeError(f"{self.name} exited with {self.popen.returncode}; log:\n{self.log_tail()}")
                 try:
-                    if client.get(f"{self.url}/config").status_code == 200:
+                    if self.ready(client):
                         return self
                 except httpx.HTTPError:
                     pass
@@ -161,6 +172,113 @@ class AppProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class SupervisedApp(AppProcess):
+    """``app_ng.py --workers N``: the real supervisor, its N workers and HAProxy; driven through HAProxy's
+    port only. CPU and RSS are the workers' (the supervisor's children running app_ng.py); HAProxy and
+    the supervisor itself are read apart (:meth:`proxy_cpu_seconds`). Stopped by the supervisor's PID
+    (SIGTERM: it stops its children), after which :meth:`stop` checks that none of them is left."""
+
+    def __init__(self, name: str, env: dict[str, str], workers: int = 2, port: int | None = None):
+        super().__init__(name, "app_ng.py", env, port)
+        self.workers = workers
+        self.seen: dict[int, psutil.Process] = {}  # every child ever observed, for the final check
+        self._cpu: dict[int, float] = {}  # last CPU reading per worker PID (a restarted worker keeps its old one)
+        self.left_behind: list[str] = []
+
+    def argv(self) -> list[str]:
+        return super().argv() + ["--workers", str(self.workers)]
+
+    def ready(self, client: httpx.Client) -> bool:
+        return len(self.worker_processes()) == self.workers and super().ready(client)
+
+    def _children(self) -> list[psutil.Process]:
+        assert self.ps is not None
+        try:
+            found = self.ps.children()
+        except psutil.NoSuchProcess:
+            return []
+        for child in found:
+            self.seen.setdefault(child.pid, child)
+        return [self.seen[c.pid] for c in found]
+
+    def worker_processes(self) -> dict[str, psutil.Process]:
+        """The live workers by their CMW_WORKER_ID."""
+        workers = {}
+        for child in self._children():
+            try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                worker_id = child.environ().get("CMW_WORKER_ID")
+            except psutil.Error:
+                continue
+            if worker_id:
+                workers[worker_id] = child
+        return workers
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds of every worker so far (a worker that died counts with its last reading)."""
+        for child in self.worker_processes().values():
+            try:
+                t = child.cpu_times()
+            except psutil.Error:
+                continue
+            self._cpu[child.pid] = t.user + t.system
+        return sum(self._cpu.values())
+
+    def proxy_cpu_seconds(self) -> float:
+        """HAProxy's and the supervisor's own CPU seconds (not the app's)."""
+        assert self.ps is not None
+        total = 0.0
+        workers = {p.pid for p in self.worker_processes().values()}
+        for proc in [self.ps, *(c for c in self._children() if c.pid not in workers)]:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    def rss(self) -> int:
+        total = 0
+        for child in self.worker_processes().values():
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def stop(self) -> None:
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            self._children()  # remember the current children before they go
+            self.popen.send_signal(signal.SIGTERM)  # the supervisor's PID only: it stops its children
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.left_behind.append(f"supervisor {self.popen.pid} (no exit 30 s after SIGTERM)")
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        for pid, child in self.seen.items():
+            while _alive(child) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(child):  # the very process we saw (psutil checks the PID was not reused)
+                self.left_behind.append(f"{' '.join(child.cmdline()[:2])} (pid {pid})")
+                child.kill()
+        if self.left_behind:
+            print(f"!! {self.name}: left running after the supervisor stopped (killed now): {self.left_behind}",
+                  file=sys.stderr, flush=True)
+        super().stop()
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def loadavg() -> tuple[float, float, float]:

@@ -66,8 +66,10 @@ class Endpoint:
         return [message if kind == "message" else None for kind in self.input_kinds]
 
 
-async def discover(base_url: str, api_name: str = "chat", client: httpx.AsyncClient | None = None) -> Endpoint:
-    """Find ``api_name``'s dependency in ``/config``: its id (``fn_index``), trigger and I/O layout."""
+async def discover(base_url: str, api_name: str = "chat", client: httpx.AsyncClient | None = None, *,
+                   text_in_out: bool = True) -> Endpoint:
+    """Find ``api_name``'s dependency in ``/config``: its id (``fn_index``), trigger and I/O layout.
+    ``text_in_out=False`` accepts any layout (for :meth:`User.call`)."""
     _check_loopback(base_url)
     own = client is None
     client = client or httpx.AsyncClient(timeout=30, trust_env=False)
@@ -81,12 +83,12 @@ async def discover(base_url: str, api_name: str = "chat", client: httpx.AsyncCli
         if dep.get("api_name") == api_name:
             inputs = tuple("state" if kinds.get(i) == "state" else "message" for i in dep["inputs"])
             outputs = [i for i in dep["outputs"] if kinds.get(i) != "state"]
-            if inputs.count("message") != 1 or not outputs:
+            if text_in_out and (inputs.count("message") != 1 or not outputs):
                 raise RuntimeError(f"endpoint {api_name!r} is not one-text-in, text-out: {dep}")
             targets = dep.get("targets") or [[None]]
             return Endpoint(api_prefix=config.get("api_prefix", "/gradio_api"), fn_index=dep["id"],
                             trigger_id=targets[0][0], input_kinds=inputs,
-                            output_index=dep["outputs"].index(outputs[0]))
+                            output_index=dep["outputs"].index(outputs[0]) if outputs else 0)
     raise RuntimeError(f"no dependency with api_name={api_name!r} in {base_url}/config")
 
 
@@ -193,6 +195,34 @@ class User:
         self.status = response.status_code
         return response.status_code
 
+    async def get(self, path: str) -> httpx.Response:
+        """A plain GET with this user's cookies (e.g. ``/healthz``, to see which worker answers them)."""
+        response = await self.client.get(path, headers=self._headers())
+        self._remember(response)
+        return response
+
+    async def call(self, endpoint: Endpoint, session_hash: str, data: list[Any]) -> list[Any]:
+        """One event with these inputs, not streamed: its final output values (RuntimeError if it failed)."""
+        prefix = endpoint.api_prefix
+        body = {"data": data, "fn_index": endpoint.fn_index, "trigger_id": endpoint.trigger_id,
+                "session_hash": session_hash, "event_data": None}
+        response = await self.client.post(f"{prefix}/queue/join", json=body, headers=self._headers())
+        self._remember(response)
+        response.raise_for_status()
+        async with self.client.stream("GET", f"{prefix}/queue/data", params={"session_hash": session_hash},
+                                      headers=self._headers()) as stream:
+            stream.raise_for_status()
+            async for line in stream.aiter_lines():
+                if line.startswith("data:"):
+                    msg = _loads(line[5:])
+                    if msg.get("msg") == "process_completed":
+                        if not msg.get("success", True):
+                            raise RuntimeError(f"call failed: {str(msg.get('output'))[:200]}")
+                        return (msg.get("output") or {}).get("data") or []
+                    if msg.get("msg") == "unexpected_error":
+                        raise RuntimeError(f"call failed: {msg.get('message')}")
+        raise RuntimeError("stream closed before process_completed")
+
     async def turn(self, endpoint: Endpoint, session_hash: str, message: str, record: Turn | None = None) -> Turn:
         """One turn; pass ``record`` to keep what was measured even if the task is cancelled."""
         turn = record or Turn(session_hash, message)
@@ -201,9 +231,11 @@ class User:
                 "session_hash": session_hash, "event_data": None}
         value: Any = None
         seen_first = False
+        phase = "join"
         turn.t_join = time.perf_counter()
         try:
             response = await self.client.post(f"{prefix}/queue/join", json=body, headers=self._headers())
+            phase = "data"
             self._remember(response)
             if response.status_code != 200:
                 turn.error = f"join HTTP {response.status_code}"
@@ -214,6 +246,7 @@ class User:
                 if stream.status_code != 200:
                     turn.error = f"data HTTP {stream.status_code}"
                     return turn
+                phase = "stream"
                 async for line in stream.aiter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -254,7 +287,7 @@ class User:
             turn.error = "cancelled (deadline)"
             raise
         except httpx.HTTPError as exc:
-            turn.error = f"{type(exc).__name__}: {exc}"[:160]
+            turn.error = f"{type(exc).__name__} ({phase}): {exc}"[:160]  # phase: join, data (no answer), stream
         return turn
 
     async def aclose(self) -> None:

@@ -4,9 +4,12 @@
     .venv/bin/python bench/run_all.py --quick    # tiny counts, well under a minute: every benchmark still
                                                  # works (CI runs it); writes to a temporary folder only
 
-Order: (1+2) concurrency rounds, real app and naive baseline, while nothing else of ours runs; (3) memory
-over HTTP - and while its app sits idle waiting for the TTL to pass, the resume benchmark (4) runs in a
-child process; then the report. Every app is started here on 127.0.0.1, driven, and stopped by its PID.
+Order: (1+2) concurrency rounds - the real app as one process (`cmw`) and as `--workers 2` behind HAProxy
+(`cmw-w2`), the bare ChatInterface and the naive baseline, then 5-turns-per-session rounds for cmw and
+cmw-w2 - while nothing else of ours runs; the failover figure (bench/failover.py, in a child process);
+(3) memory over HTTP - and while its app sits idle waiting for the TTL to pass, the resume benchmark (4)
+runs in a child process; then the report. Every app is started here on 127.0.0.1, driven, and stopped by
+its PID.
 
 Exit status 1 when a benchmark broke (raised, or its child process failed) - and with --quick also when
 the app's replies were not all clean (an error, a leak, an unserved turn) - after writing what it has.
@@ -35,9 +38,12 @@ import memory_bench  # noqa: E402
 import report  # noqa: E402
 from common import BENCH, RESULTS, ROOT, bench_env, loadavg, machine_info  # noqa: E402
 
-FULL_APPS = ["cmw", "cmw-per-token", "cmw-tuned", "cmw-tuned-2proc", "naive"]
+FULL_APPS = ["cmw", "cmw-w2", "chatinterface", "naive", "cmw-per-token", "cmw-tuned"]
+QUICK_APPS = ["cmw", "cmw-w2", "chatinterface", "naive"]
+MULTI_APPS = ("cmw", "cmw-w2")  # also measured with several turns per session
+FULL_MULTI_NS = [1, 10, 100]
 # Checked by --quick only, beside the others (not part of the figures; each prints its own)
-QUICK_SIDE = ("binding_flood.py", "cookie_header.py", "file_upload.py")
+QUICK_SIDE = ("binding_flood.py", "cookie_header.py", "file_upload.py", "failover.py")
 
 
 def now() -> str:
@@ -85,15 +91,34 @@ class Child:
         return self.result
 
 
+def run_failover(log, timeout: float = 300) -> dict:
+    """bench/failover.py (full size) in its own interpreter: the failover figure."""
+    out = Path(tempfile.mkstemp(prefix="cmw-bench-failover-", suffix=".json")[1])
+    try:
+        log("[failover] app_ng.py --workers 2: SIGKILL the worker serving person 0 mid-stream")
+        proc = subprocess.run([sys.executable, str(BENCH / "failover.py"), "--json", str(out)], cwd=str(ROOT),
+                              env=bench_env(), capture_output=True, text=True, timeout=timeout)
+        for line in proc.stdout.strip().splitlines():
+            log(f"  {line}")
+        if not out.stat().st_size:
+            raise RuntimeError(f"failover.py exit status {proc.returncode}: {proc.stderr[-2000:]}")
+        return json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
+
+
 def unclean(res: dict) -> list[str]:
     """Quick-run checks: every turn of every app served and exactly right, no leak; memory and resume ran."""
     found = []
     for key, app in (res.get("concurrency") or {}).get("apps", {}).items():
-        for r in app["rounds"]:
+        for r in app["rounds"] + (app.get("multi_turn") or {}).get("rounds", []):
             leaks = 0 if key == "naive" else r["leaks"]  # the naive baseline shares one memory by design
-            if r["ok"] != r["n"] or r["errors"] or r["unserved_at_deadline"] or leaks:
-                found.append(f"concurrency {key} N={r['n']}: {r['ok']}/{r['n']} ok, errors {r['error_kinds']}, "
-                             f"unserved {r['unserved_at_deadline']}, leaks {leaks}")
+            expected = r.get("expected", r["n"])
+            if r["ok"] != expected or r["errors"] or r["unserved_at_deadline"] or leaks:
+                found.append(f"concurrency {key} N={r['n']} x{r.get('turns_per_session', 1)}: {r['ok']}/{expected} "
+                             f"ok, errors {r['error_kinds']}, unserved {r['unserved_at_deadline']}, leaks {leaks}")
+        if app.get("left_behind"):
+            found.append(f"concurrency {key}: processes left after stopping it: {app['left_behind']}")
     http = (res.get("memory") or {}).get("http")
     if http is not None and (http.get("errors") or "after_expiry" not in http):
         found.append(f"memory: errors {http.get('errors')}")
@@ -113,7 +138,11 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=None, help="seconds before a round's unserved turns are cut")
     parser.add_argument("--sessions", type=int, default=None, help="live sessions for the memory benchmark")
     parser.add_argument("--ttl", type=float, default=None, help="idle TTL of the memory benchmark app")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["concurrency", "memory", "session_path"])
+    parser.add_argument("--multi-ns", nargs="*", type=int, default=None,
+                        help=f"N for the several-turns-per-session rounds of {', '.join(MULTI_APPS)} "
+                             f"(default {FULL_MULTI_NS}; quick 1 3; none: no such rounds)")
+    parser.add_argument("--turns", type=int, default=5, help="turns per session in those rounds")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["concurrency", "failover", "memory", "session_path"])
     parser.add_argument("--reuse", action="store_true",
                         help="keep the sections of the existing results.json that --skip leaves out")
     parser.add_argument("--max-load", type=float, default=None,
@@ -121,8 +150,10 @@ def main() -> None:
     args = parser.parse_args()
 
     quick = args.quick
-    apps = args.apps or (["cmw", "naive"] if quick else FULL_APPS)
+    apps = args.apps or (QUICK_APPS if quick else FULL_APPS)
     ns = args.ns or ([1, 3] if quick else list(concurrency.DEFAULT_NS))
+    multi_ns = args.multi_ns if args.multi_ns is not None else ([1, 3] if quick else FULL_MULTI_NS)
+    multi_ns_for = {k: multi_ns for k in MULTI_APPS if k in apps}
     token_delay = 0.005 if quick else concurrency.TOKEN_DELAY  # quick: a 50-token turn in 0.25 s
     deadline = args.deadline or (15.0 if quick else 20.0)
     sessions = args.sessions or (20 if quick else 10000)
@@ -130,7 +161,7 @@ def main() -> None:
     resume_argv = [str(BENCH / "session_path.py"), *(["--turns", "10", "--loads", "20"] if quick else [])]
     # the before/after variants only need the rounds that the targets talk about
     short = [n for n in ns if n in (1, 100, 200)] or ns
-    ns_for = {k: short for k in concurrency.APPS if k not in ("cmw", "naive")}
+    ns_for = {k: short for k in ("cmw-per-token", "cmw-tuned", "cmw-tuned-2proc")}
     results = Path(tempfile.mkdtemp(prefix="cmw-bench-quick-")) if quick else RESULTS
     results.mkdir(parents=True, exist_ok=True)
     log_lines: list[str] = []
@@ -180,13 +211,16 @@ def main() -> None:
 
     def run_concurrency(keys: list[str]) -> dict:
         tagged = (lambda message: log(f"{message}  [{keys[0]}]")) if quick else log  # quick: apps interleave
-        return concurrency.run(keys, ns, deadline, token_delay, log=tagged, ns_for=ns_for, settle=not quick)
+        return concurrency.run(keys, ns, deadline, token_delay, log=tagged, ns_for=ns_for, settle=not quick,
+                               multi_ns_for=multi_ns_for, turns=args.turns)
 
     child = Child(resume_argv, log, timeout=120 if quick else 900) if "session_path" not in args.skip else None
     jobs = []
     if "concurrency" not in args.skip:  # quick: one job per app, so that all of them run at once
         jobs += ([(f"concurrency {key}", partial(run_concurrency, [key])) for key in apps] if quick
                  else [("concurrency", partial(run_concurrency, apps))])
+    if "failover" not in args.skip and not quick:  # quick: failover.py --quick runs beside, as a side check
+        jobs.append(("failover", partial(run_failover, log)))
     if "memory" not in args.skip:
         jobs.append(("memory", partial(memory_bench.run, sessions, ttl, workers=8 if quick else 32, log=log,
                                        during_wait=child.start if child else None)))
@@ -197,6 +231,11 @@ def main() -> None:
     conc = [result for name, result in done if name.startswith("concurrency") and result]
     if conc:
         res["concurrency"] = {**conc[0], "apps": {k: v for result in conc for k, v in result["apps"].items()}}
+    fail = next((result for name, result in done if name == "failover" and result), None)
+    if fail:
+        res["failover"] = fail
+        if fail.get("problems"):
+            broken.append(f"failover: {fail['problems']}")
     mem = next((result for name, result in done if name == "memory" and result), None)
     if mem:
         mem["http"].pop("during_wait", None)
