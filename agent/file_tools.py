@@ -37,6 +37,18 @@ async def _named(files: ConversationFiles, name: str):
     return None, f"There is no file called {name!r} here. Your files: {', '.join(names)}."
 
 
+async def _stored(runtime: ToolRuntime, name: str):
+    """The file called ``name`` and its bytes, or the sentence to answer instead."""
+    files = _files(runtime)
+    if files is None:
+        return NO_FILES
+    found, answer = await _named(files, name)
+    if found is None:
+        return answer
+    data = await files.content(found)
+    return (found, data) if data is not None else f"{found.name} is no longer stored."
+
+
 def build_file_tools() -> list[BaseTool]:
     """The file tools; they close over nothing (all they reach comes with each call's context)."""
 
@@ -54,15 +66,10 @@ def build_file_tools() -> list[BaseTool]:
     async def describe_file(name: str, runtime: ToolRuntime[TurnContext]) -> str:
         """Describe one of the user's files by its file name: for tables the columns, types, row count and
         the first rows; for text and PDF the summary and the opening lines."""
-        files = _files(runtime)
-        if files is None:
-            return NO_FILES
-        found, answer = await _named(files, name)
-        if found is None:
-            return answer
-        data = await files.content(found)
-        if data is None:
-            return f"{found.name} is no longer stored."
+        stored = await _stored(runtime, name)
+        if isinstance(stored, str):
+            return stored
+        found, data = stored
         if found.kind == "table":
             table = await asyncio.to_thread(load_table, data, found.media_type)
             return await asyncio.to_thread(describe_table, table, found.name)
@@ -77,17 +84,12 @@ def build_file_tools() -> list[BaseTool]:
         """Compute over a CSV/TSV file of the user's: `operation` is one of count, sum, mean, min, max, top.
         `column` is the column to sum/average/rank (not needed for count); `top` returns the `n` rows with
         the largest `column`. Optionally keep only rows where `where_column` equals `where_value`."""
-        files = _files(runtime)
-        if files is None:
-            return NO_FILES
-        found, answer = await _named(files, name)
-        if found is None:
-            return answer
+        stored = await _stored(runtime, name)
+        if isinstance(stored, str):
+            return stored
+        found, data = stored
         if found.kind != "table":
             return f"{found.name} is not a table (it is {found.summary}); search it with search_my_files instead."
-        data = await files.content(found)
-        if data is None:
-            return f"{found.name} is no longer stored."
         try:
             table = await asyncio.to_thread(load_table, data, found.media_type)
             return await asyncio.to_thread(run_table_query, table, found.name, operation, column, where_column,

@@ -69,6 +69,21 @@ def launch_app(make_settings) -> Iterator[Callable]:
 
 
 @pytest.fixture
+def clients() -> Iterator[list]:
+    """The test's gradio_client Clients, alive until it ends, then closed (at once: each close waits up to
+    1 s)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    made: list[Client] = []
+    yield made
+    if made:
+        with ThreadPoolExecutor(len(made)) as pool:
+            list(pool.map(Client.close, made))
+
+
+@pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL (from TEST_DATABASE_URL) whose connections see only a fresh schema of this
     test's own, dropped afterwards: no test sees another's rows. Skips when TEST_DATABASE_URL is unset."""

@@ -11,24 +11,12 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
 
 import httpx
-import pytest
 from gradio_client import Client
 
 TURN_TIMEOUT = 30  # seconds for one turn, however loaded the machine
 START_TIMEOUT = 60  # seconds for every client to connect and reach the starting line
-
-
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    """The test's clients, alive until it ends, then closed (at once: each close waits up to 1 s)."""
-    made: list[Client] = []
-    yield made
-    if made:
-        with ThreadPoolExecutor(len(made)) as pool:
-            list(pool.map(Client.close, made))
 
 
 def chat(client: Client, text: str) -> str:

@@ -105,14 +105,6 @@ def deployment(haproxy, tmp_path_factory) -> Iterator[Deployment]:
         yield running
 
 
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    if made:
-        with ThreadPoolExecutor(len(made)) as pool:
-            list(pool.map(Client.close, made))
-
 
 def _chat(client: Client, text: str) -> str:
     return client.submit(text, api_name="/chat").result(timeout=TURN_TIMEOUT)
