@@ -84,6 +84,25 @@ def clients() -> Iterator[list]:
 
 
 @pytest.fixture
+def make_server(monkeypatch) -> Iterator[Callable]:
+    """Factory: ``make_server(**options)`` starts a fake OpenAI-compatible server on loopback (tests/fake_openai.py;
+    its options pick the faults); every one started is stopped after the test."""
+    from fake_openai import FakeOpenAIServer
+
+    servers = []
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+
+    def make(**options) -> FakeOpenAIServer:
+        servers.append(FakeOpenAIServer(**options).start())
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL (from TEST_DATABASE_URL) whose connections see only a fresh schema of this
     test's own, dropped afterwards: no test sees another's rows. Skips when TEST_DATABASE_URL is unset."""

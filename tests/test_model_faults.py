@@ -27,18 +27,9 @@ NAME = "My name is Alice"
 
 
 @pytest.fixture
-def make_server(monkeypatch):
-    servers = []
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.setenv(name, "127.0.0.1,localhost")
-
-    def make(**options) -> FakeOpenAIServer:
-        servers.append(FakeOpenAIServer(token_delay=0.002, **options).start())
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        server.stop()
+def make_server(make_server):
+    """The shared fake-server factory, streaming fast (2 ms per token) unless a test says otherwise."""
+    return lambda **options: make_server(**{"token_delay": 0.002, **options})
 
 
 class Chat:

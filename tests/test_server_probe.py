@@ -5,24 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agent.server_probe import probe, short_model_name
-from fake_openai import FakeOpenAIServer
 from settings import NO_KEY, Settings
 from tests_support import free_port
-
-
-@pytest.fixture
-def make_server(monkeypatch):
-    servers = []
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.setenv(name, "127.0.0.1,localhost")
-
-    def make(**options) -> FakeOpenAIServer:
-        servers.append(FakeOpenAIServer(**options).start())
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        server.stop()
 
 
 def settings_for(base_url: str, model: str = "") -> Settings:
