@@ -44,7 +44,7 @@ from memory.session import make_session_factory
 from memory.store import ConversationStore
 from security.http_guard import OwnerGuard
 from security.owner import OwnerCredentials, load_or_create_key
-from gradio_compat import forget_session_state, server_loop
+from gradio_compat import build_session_config_on_demand, forget_session_state, server_loop
 from settings import Settings
 from ui.chat_handler import ChatHandlers
 from ui.conversations import ConversationHandlers
@@ -177,6 +177,8 @@ def build_app(settings: Settings | None = None) -> App:
     # /monitoring); measured at 36% of the app's CPU after ~6,000 events (bench/README.md). Rebuild it
     # every 1,000 events instead, unless the operator chose otherwise. Read when the queue is created.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
+    # Gradio built every component's config for every new session (13% of CPU under load): on demand now.
+    build_session_config_on_demand()
     choice = build_chat_model(settings)
     key = load_or_create_key(settings.data_dir, settings.secret_key)
     credentials = OwnerCredentials(key)

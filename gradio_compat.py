@@ -8,6 +8,7 @@ changes one fails there first.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from urllib.parse import parse_qs
@@ -166,3 +167,89 @@ def server_loop(demo):
 def queue_max_size(demo) -> int | None:
     """The bound of waiting events ``demo.queue(max_size=...)`` set."""
     return demo._queue.max_size
+
+
+class _ConfigOnDemand(dict):
+    """``SessionState.config_values``, filled on first full read instead of at creation.
+
+    Gradio builds every component's config (JSON schemas included) for every new session_hash, to answer a
+    deep link later; with this page that was 13% of the app's CPU under load (bench/README.md). Entries
+    Gradio writes or reads one by one work as before; the rest are built, from the session's own blocks,
+    the first time someone reads them all (``SessionState.components``, deep links).
+    """
+
+    def __init__(self, blocks_config, ids) -> None:
+        super().__init__()
+        self._blocks_config = blocks_config
+        self._ids = ids
+        self._complete = False
+
+    def _complete_it(self) -> None:
+        if self._complete:
+            return
+        self._complete = True
+        for key, block in list(self._blocks_config.blocks.items()):
+            if key in self._ids and not dict.__contains__(self, key):
+                dict.__setitem__(self, key, self._blocks_config.config_for_block(key, [], block))
+        # Gradio's eager version holds the keys in the blocks' order; later writes keep their place
+        ordered = {k: dict.__getitem__(self, k) for k in self._blocks_config.blocks if dict.__contains__(self, k)}
+        ordered.update({k: v for k, v in dict.items(self) if k not in ordered})
+        dict.clear(self)
+        dict.update(self, ordered)
+
+    def __missing__(self, key):
+        block = self._blocks_config.blocks[key]
+        value = self._blocks_config.config_for_block(key, [], block)
+        dict.__setitem__(self, key, value)
+        return value
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self, key) or (not self._complete and key in self._ids
+                                                and key in self._blocks_config.blocks)
+
+    def items(self):
+        self._complete_it()
+        return dict.items(self)
+
+    def values(self):
+        self._complete_it()
+        return dict.values(self)
+
+    def keys(self):
+        self._complete_it()
+        return dict.keys(self)
+
+    def __iter__(self):
+        self._complete_it()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._complete_it()
+        return dict.__len__(self)
+
+
+def build_session_config_on_demand() -> None:
+    """Make Gradio build a new session's component configs only when they are read (see ``_ConfigOnDemand``).
+
+    Same values as Gradio's own ``SessionState.__init__``; only when they are computed changes. Idempotent.
+    """
+    from gradio import state_holder
+
+    original = state_holder.SessionState
+    if getattr(original, "_cmw_config_on_demand", False):
+        return
+
+    class SessionStateConfigOnDemand(original):
+        _cmw_config_on_demand = True
+
+        def __init__(self, blocks) -> None:
+            # Gradio's __init__ minus the eager dict; the rest is set exactly as there
+            self.blocks_config = copy.copy(blocks.default_config)
+            self.config_values = _ConfigOnDemand(self.blocks_config, frozenset(blocks.blocks))
+            self.state_data = {}
+            self._state_ttl = {}
+            self.is_closed = False
+            self.STATE_TTL_WHEN_CLOSED = 1 if os.getenv("GRADIO_IS_E2E_TEST", None) else 3600
+
+    SessionStateConfigOnDemand.__name__ = original.__name__
+    state_holder.SessionState = SessionStateConfigOnDemand

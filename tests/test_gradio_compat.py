@@ -129,3 +129,36 @@ def test_upload_answers_paths_and_events_name_them_as_file_data(launch_app, tmp_
     assert file_paths_in(body) == paths and file_paths_in(b'{"data": ["no files"]}') == []
     assert served_file(f"file={paths[0]}") == served_file(f"file/{paths[0]}") == paths[0]
     assert served_file("file=/tmp/../tmp/gradio/x") == normal_path("/tmp/gradio/x") and served_file("info") is None
+
+
+def test_a_new_session_builds_component_configs_only_when_they_are_read(launch_app, monkeypatch):
+    """gradio_compat.build_session_config_on_demand: a new session_hash no longer builds every component's
+    config (13% of the app's CPU under load); whoever reads them all gets exactly what Gradio's own
+    SessionState gives, also after values changed."""
+    from gradio import state_holder
+    from gradio.blocks import BlocksConfig
+
+    app, _ = launch_app()
+    on_demand = state_holder.SessionState
+    assert getattr(on_demand, "_cmw_config_on_demand", False), "build_app installs it"
+    eager = on_demand.__mro__[1]
+    built = []
+    original = BlocksConfig.config_for_block
+
+    def counted(_id, *args, **kwargs):
+        built.append(_id)
+        return original(_id, *args, **kwargs)
+
+    monkeypatch.setattr(BlocksConfig, "config_for_block", staticmethod(counted))
+
+    lazy, reference = on_demand(app.demo), eager(app.demo)
+    assert len(built) == len(list(reference.components)) > 20  # Gradio's builds them all at once
+    built.clear()
+    lazy = on_demand(app.demo)
+    assert built == []
+    textbox = next(b for b in app.demo.blocks.values() if isinstance(b, gr.Textbox))
+    for state in (lazy, reference):
+        state._update_value_in_config(textbox._id, "typed")
+    assert built == [textbox._id] and textbox._id in lazy.config_values  # the eager one had it
+    assert list(lazy.components) == list(reference.components)
+    assert lazy.config_values[textbox._id]["props"]["value"] == "typed"

@@ -310,6 +310,7 @@ def from_refusal(history: list, session: Session, text: str, sentence: str):
 
 
 _DONE = object()
+_STOPPED = object()
 
 
 class _Failed:
@@ -321,7 +322,9 @@ async def until_cancelled(events: AsyncIterator, handle: TurnHandle) -> AsyncIte
     """``events`` until ``handle`` is cancelled: Stop ends the turn at once, even while the model is silent.
 
     The stream is consumed in one task of its own (LangGraph keeps per-run context in that task) and
-    handed over through a queue; cancelling the handle cancels that task.
+    handed over through a queue; a second task puts a stop mark in the same queue when the handle is
+    cancelled, so each event costs one queue hand-over (no task or wait per event). Cancelling the
+    handle also cancels the stream's task.
     """
     queue: asyncio.Queue = asyncio.Queue()
 
@@ -335,17 +338,16 @@ async def until_cancelled(events: AsyncIterator, handle: TurnHandle) -> AsyncIte
         finally:
             queue.put_nowait(_DONE)
 
+    async def watch() -> None:
+        await handle.wait()
+        queue.put_nowait(_STOPPED)
+
     producer = asyncio.create_task(pump())
-    stopped = asyncio.create_task(handle.wait())
+    stopped = asyncio.create_task(watch())
     try:
         while True:
-            getting = asyncio.create_task(queue.get())
-            done, _ = await asyncio.wait({getting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if getting not in done:
-                getting.cancel()
-                return
-            item = getting.result()
-            if item is _DONE:
+            item = await queue.get()
+            if item is _DONE or item is _STOPPED or handle.cancelled:
                 return
             if isinstance(item, _Failed):
                 raise item.error
@@ -354,4 +356,4 @@ async def until_cancelled(events: AsyncIterator, handle: TurnHandle) -> AsyncIte
         stopped.cancel()
         if not producer.done():
             producer.cancel()
-        await asyncio.gather(producer, return_exceptions=True)
+        await asyncio.gather(producer, stopped, return_exceptions=True)

@@ -172,7 +172,10 @@ def build_ui(chat: ChatHandlers, conversations: ConversationHandlers, privacy: P
             api_summary = gr.Textbox(label="summary")
             api_upload = gr.Button()
             api_chat, api_conversations, api_resume, api_delete_all = gr.Button(), gr.Button(), gr.Button(), gr.Button()
+        # preprocess=False: the handler cleans whatever was sent (ui/input_guard.py), and Gradio's Textbox
+        # preprocess (str()) would cost a worker-thread hop per message.
         api_chat.click(chat.api_chat, [api_message], [api_reply], api_name="chat", concurrency_limit=limit,
+                       preprocess=False,
                        api_description="Send one message; streams the reply text. Keep the cmw_owner cookie the "
                                        "server sets on your first request and send it back on every later one "
                                        "(gradio_client does this for you; with curl use a cookie jar: -c jar -b jar): "
