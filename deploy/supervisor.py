@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memory.leases import LEASE_TTL, expire_leases_of_process
+from memory.store import SQLITE_FILE
 from security.owner import load_or_create_key
 from settings import Settings
 
@@ -93,7 +95,7 @@ def supervise(settings: Settings, *, host: str, port: int, workers: int) -> int:
         previous = {sig: signal.signal(sig, lambda signum, _frame: pool.stopping.append(signum))
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            status = _run(pool, proxy, host, port)
+            status = _run(pool, proxy, host, port, settings)
             if pool.stopping:
                 log.info("stopping: %s received", signal.Signals(pool.stopping[0]).name)
             return status
@@ -124,7 +126,7 @@ def find_haproxy() -> str | None:
     return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
 
 
-def _run(pool: Workers, proxy: Child, host: str, port: int) -> int:
+def _run(pool: Workers, proxy: Child, host: str, port: int, settings: Settings) -> int:
     for child in pool.children:
         child.start()
         log.info("%s started (pid %d, %s:%d)", child.name, child.process.pid, WORKER_HOST, _port(child))
@@ -139,7 +141,7 @@ def _run(pool: Workers, proxy: Child, host: str, port: int) -> int:
             log.error("HAProxy exited (status %s): stopping the workers; its message is above", status)
             return 1
         for child in pool.children:
-            _keep_running(child)
+            _keep_running(child, settings)
         time.sleep(0.2)
     return 0
 
@@ -163,22 +165,34 @@ def _wait_healthy(pool: Workers) -> bool:
     return not pool.stopping
 
 
-def _keep_running(child: Child) -> None:
-    """Restart a worker that exited: at once if it had run steadily, else after a pause that grows."""
+def _keep_running(child: Child, settings: Settings) -> None:
+    """Restart a worker that exited: at once if it had run steadily, else after a pause that grows. First
+    its leases are expired: the turns it was running are over, and their people go on elsewhere now."""
     status = child.exited()
     if status is None:
         return
     now = time.monotonic()
     if child.restart_at is None:
+        released = _expire_leases(child, settings)
         ran = now - child.started
         child.quick_exits = child.quick_exits + 1 if ran < STEADY else 0
         pause = min(30.0, 2.0 ** child.quick_exits - 1)
         child.restart_at = now + pause
-        log.warning("%s (pid %d) exited with status %s after %.0f s; restarting it on port %d%s", child.name,
-                    child.process.pid, status, ran, _port(child), f" in {pause:.0f} s" if pause else "")
+        log.warning("%s (pid %d) exited with status %s after %.0f s%s; restarting it on port %d%s", child.name,
+                    child.process.pid, status, ran, released, _port(child), f" in {pause:.0f} s" if pause else "")
     if now >= child.restart_at:
         child.start()
         log.info("%s restarted (pid %d)", child.name, child.process.pid)
+
+
+def _expire_leases(child: Child, settings: Settings) -> str:
+    """Expire the leases of a worker that exited; a few words for the log saying what that released."""
+    try:
+        expired = expire_leases_of_process(child.process.pid, database_url=settings.database_url,
+                                           sqlite_path=settings.data_dir / SQLITE_FILE)
+    except Exception as error:  # the store is down: the leases expire by themselves (memory/leases.py)
+        return f" (its conversations could not be released now: {error}; they are within {LEASE_TTL:.0f} s)"
+    return f" ({expired} running conversation(s) released to the other workers)" if expired else ""
 
 
 def _stop(children: list[Child]) -> None:
@@ -215,7 +229,7 @@ def prepare_shared(settings: Settings) -> None:
         return
     log.warning("several workers share the SQLite file in %s: this works on ONE machine only; workers on "
                 "several machines need PostgreSQL (DATABASE_URL)", settings.data_dir.resolve())
-    conn = sqlite3.connect(settings.data_dir / "cmw.sqlite", timeout=10)  # the store's file (memory/store.py)
+    conn = sqlite3.connect(settings.data_dir / SQLITE_FILE, timeout=10)  # the store's file (memory/store.py)
     try:
         conn.execute("PRAGMA journal_mode=WAL")  # persistent: workers opening the store at once find it set
     finally:

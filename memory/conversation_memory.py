@@ -82,18 +82,18 @@ class ConversationMemory:
                 await self._settle_if_taken_over(lease)
                 yield self
 
-    async def settle_if_abandoned(self) -> None:
+    async def settle_if_abandoned(self) -> bool:
         """Before showing the conversation (several workers): settle a turn left half-done by a worker that
-        stopped, if its lease has expired and nobody holds the conversation now. One read when nothing is
-        to be done; nothing at all with one worker."""
+        stopped, if its lease has expired and nobody holds the conversation now; whether a turn was settled.
+        One read when nothing is to be done; nothing at all with one worker."""
         name = conversation_lease(self.conversation_id)
         if self._leases is None or self.lock.locked():
-            return
+            return False
         if not await self._leases.abandoned(name) or self.lock.locked():  # (a turn here began meanwhile)
-            return
+            return False
         async with self.lock:
             async with self._leases.try_hold(name) as lease:
-                await self._settle_if_taken_over(lease)
+                return await self._settle_if_taken_over(lease)
 
     async def cut_short_elsewhere(self, messages: list[BaseMessage]) -> bool:
         """Whether ``messages`` (this conversation, as just loaded) end in a turn another worker was answering
@@ -102,9 +102,10 @@ class ConversationMemory:
         return (self._leases is not None and not self.lock.locked() and unfinished(messages)
                 and await self._leases.held_by_another(conversation_lease(self.conversation_id)))
 
-    async def _settle_if_taken_over(self, lease: Lease | None) -> None:
+    async def _settle_if_taken_over(self, lease: Lease | None) -> bool:
         if lease is not None and lease.taken_from is not None:
-            await self.settle_abandoned_turn()
+            return await self.settle_abandoned_turn()
+        return False
 
     async def load(self) -> Transcript:
         graph = await self._runtime.graph()

@@ -13,6 +13,9 @@ writes nothing here (:meth:`Leases.for_workers` returns None).
   nothing, so its leases expire after ``ttl`` and another worker goes on within seconds.
 - **Wait**: poll with short, growing sleeps; give up with :class:`LeaseBusy` after ``wait_limit``.
 - **Release**: ``DELETE ... WHERE holder = me``.
+- **A worker known to have stopped**: the supervisor (``--workers``) sees its worker exit and expires that
+  process's leases at once (:func:`expire_leases_of_process`), so its people go on within a second instead
+  of after ``ttl``; the next holder still finds them taken from a stopped worker and settles its turn.
 
 Why not PostgreSQL advisory locks: a session-level advisory lock lives on one connection, held for the
 whole turn, so 200 concurrent turns would need 200 held connections (the pool has 20) - and SQLite has
@@ -26,6 +29,7 @@ import logging
 import os
 import random
 import secrets
+import sqlite3
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -54,6 +58,28 @@ def _now(postgres: bool) -> str:
     """The database's clock in epoch seconds: workers on machines whose clocks differ agree on expiry."""
     return ("CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)" if postgres
             else "((julianday('now') - 2440587.5) * 86400.0)")
+
+
+def expire_leases_of_process(pid: int, *, database_url: str | None, sqlite_path) -> int:
+    """Expire every lease held by the app process ``pid`` (it has exited: it renews nothing any more);
+    how many. For the supervisor, which is not an event loop: one short synchronous connection."""
+    sql = "UPDATE cmw_leases SET expires_at = 0 WHERE holder LIKE ?"
+    pattern = f"{int(pid)}-%"  # holders are "<pid>-<random>" (Leases.__init__)
+    if database_url:
+        import psycopg
+
+        with psycopg.connect(database_url, connect_timeout=10, autocommit=True) as conn:
+            if conn.execute("SELECT to_regclass('cmw_leases')").fetchone()[0] is None:
+                return 0
+            return conn.execute(sql.replace("?", "%s"), (pattern,)).rowcount
+    conn = sqlite3.connect(sqlite_path, timeout=10)
+    try:
+        with conn:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'cmw_leases'").fetchone() is None:
+                return 0
+            return conn.execute(sql, (pattern,)).rowcount
+    finally:
+        conn.close()
 
 
 class LeaseBusy(Exception):

@@ -20,9 +20,10 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 import agent.offline_model as offline_model
 from agent.hygiene import NOTICE, is_notice
 from app_ng import build_app
-from memory.leases import Leases, LeaseBusy, conversation_lease
+from memory.leases import Leases, LeaseBusy, conversation_lease, expire_leases_of_process
+from memory.store import SQLITE_FILE
 from tests_support import handler_request
-from ui.chat_handler import ChatHandlers
+from ui.chat_handler import STREAM_LOST, ChatHandlers
 from ui.edge import SessionEdge
 from ui.failures import ANSWER_INTERRUPTED, CONVERSATION_BUSY
 
@@ -194,6 +195,31 @@ async def test_page_load_settles_a_turn_whose_worker_is_gone_but_not_one_still_r
     assert await lease_rows(workers[0]) == []
     await person.show(0, conversation_id)  # settled once: a second look changes nothing
     assert sum(is_notice(m) for m in (await transcript(workers[0], conversation_id)).messages) == 1
+
+
+async def test_a_stopped_process_s_leases_expire_at_once_and_the_page_says_its_answer_was_cut(workers):
+    """The supervisor expires the leases of a worker it saw exit (deploy/supervisor.py): the person's page,
+    reloaded on another worker, settles the cut turn at once and says why, without waiting for the TTL."""
+    person, conversation_id = await started_conversation(workers)
+    await kill_mid_turn(workers[0], conversation_id, "streaming")
+    name = conversation_lease(conversation_id)
+    await plant_lease(workers[0], name, "424242-dead", expires_in=300)  # would block for five minutes
+    await plant_lease(workers[0], "conversation:another", "4242420-alive", expires_in=300)
+    settings = workers[0].settings
+
+    assert expire_leases_of_process(424242, database_url=settings.database_url,
+                                    sqlite_path=settings.data_dir / SQLITE_FILE) == 1
+    chat, shown_id, notice_update = await person.chats[1].load(conversation_id, person.tab(1))
+    assert shown_id == conversation_id and ANSWER_INTERRUPTED in str(chat[-1].content)
+    assert STREAM_LOST in str(notice_update.value)
+    assert await lease_rows(workers[0]) == [("conversation:another", "4242420-alive")]  # another pid's stays
+    chat, _, notice_update = await person.chats[1].load(conversation_id, person.tab(1))
+    assert STREAM_LOST not in str(notice_update.value)  # said once
+    assert await asyncio.wait_for(person.say(1, "What's my name?"), WAIT) == "Your name is Ada."
+
+
+def test_expiring_a_process_s_leases_before_any_lease_was_taken_does_nothing(tmp_path):
+    assert expire_leases_of_process(1, database_url=None, sqlite_path=tmp_path / SQLITE_FILE) == 0
 
 
 async def test_a_conversation_held_too_long_elsewhere_is_refused_with_a_sentence(workers):

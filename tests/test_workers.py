@@ -192,6 +192,9 @@ def test_sigkill_mid_stream_loses_no_turn_and_the_person_continues_on_the_other_
     victim = deployment.workers()["1"]
     victim.kill()  # SIGKILL, mid-answer
     killed_at = time.monotonic()
+    # The supervisor saw it exit and expired its lease on the person's conversation: no wait for the TTL.
+    wait_until(lambda: "1 running conversation(s) released" in deployment.tail(),
+               f"the supervisor did not release the stopped worker's conversation:\n{deployment.tail()[-600:]}", timeout=15)
 
     assert elsewhere.result(timeout=TURN_TIMEOUT).split()[-1] == "600"  # the other worker's person noticed nothing
     answer = None

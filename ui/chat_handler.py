@@ -182,11 +182,13 @@ class ChatHandlers:
                 await session.agent.open_latest(session.principal)
             else:
                 session = await self._session_for(request, conversation_ref)
-            await session.conversation.settle_if_abandoned()  # several workers: a turn left by a stopped one
+            # Several workers: a turn left by a stopped one is settled (marked interrupted) here.
+            settled = await session.conversation.settle_if_abandoned()
             messages = (await session.conversation.load()).messages
             # The page reloads when the worker streaming its answer dies (Gradio sees a new server): say why
-            # the answer is missing until the stopped worker's lease expires and the turn is settled.
-            cut = await session.conversation.cut_short_elsewhere(messages)
+            # the answer is missing, whether the turn was settled just now or its worker's lease has not
+            # expired yet (a worker on another machine: memory/leases.py).
+            cut = settled or await session.conversation.cut_short_elsewhere(messages)
         told = [STREAM_LOST] * cut + [TAB_ONLY_NOTICE] * self._edge.tab_only(request)
         return render_transcript(messages), session.conversation.conversation_id, notice(" ".join(told) or None)
 

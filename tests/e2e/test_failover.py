@@ -14,7 +14,7 @@ except ImportError:  # the ``browser`` fixture reports it: a skip locally, a fai
 
 BOT_MSG = '#chatbot [data-testid="bot"]'  # as in tests/e2e/conftest.py
 LOAD_NOTICE = "#cookie-notice"  # the page-load notice line (ui/layout.py)
-AFTER_FAILOVER_MS = 45_000  # the stopped worker's lease expires (10 s), then the turn runs
+AFTER_FAILOVER_MS = 45_000  # the supervisor restarts the worker; its leases were expired when it exited
 
 
 def test_a_worker_killed_mid_answer_is_explained_and_the_person_continues(open_chat, tmp_path):
