@@ -57,7 +57,7 @@ class Settings:
     concurrency_limit: int = 200  # turns streaming at once
     max_threads: int = 2440
     queue_max: int = 1000  # turns waiting for a slot; beyond this the user is told the app is busy
-    stream_interval: float = 0.04
+    stream_interval: float = 0.08
     max_message_chars: int = 4000
     rate_limit_per_owner: int = 30
     rate_limit_per_ip: int = 300
