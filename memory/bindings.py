@@ -87,12 +87,15 @@ class SessionBindings:
         now = self._timer()
         gone = []
         with self._lock:
-            for key, binding in list(self._bindings.items()):
+            # Only the idle head of the table is walked (no copy of it: this runs on every bind, and a
+            # copy made creating a session cost more the more sessions there were).
+            for key, binding in self._bindings.items():
                 if now - binding.last_seen < self._ttl:
                     break  # ordered by last use: the rest are younger
                 if binding.streams == 0:
-                    del self._bindings[key]
                     gone.append(key)
+            for key in gone:
+                del self._bindings[key]
         for key in gone:
             self.on_forget(key)
         return gone
