@@ -16,6 +16,7 @@ from typing import Annotated, AsyncIterator, Awaitable, Callable, Union
 from langchain.agents import AgentState, create_agent
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+from langgraph.constants import START
 from langgraph.types import Checkpointer
 
 from agent.cart import Cart, apply_cart_ops
@@ -232,9 +233,13 @@ class CmwAgent:
     async def _run(self, conversation: ConversationMemory, text: str, context: TurnContext,
                    message_id: str | None) -> AsyncIterator[TurnEvent]:
         started: dict[str, tuple[str, float]] = {}
-        inputs = {"messages": [HumanMessage(content=text, id=message_id)]}
         graph = await self._manager.runtime.graph()
-        async for mode, data in graph.astream(inputs, conversation.config, context=context,
+        # The person's message is stored (committed) before the model is asked: with the graph's input the
+        # checkpoint holding it is written in the background while the first tokens stream, so a worker
+        # killed early in an answer could lose the message itself. Then the graph runs on from it.
+        await graph.aupdate_state(conversation.config, {"messages": [HumanMessage(content=text, id=message_id)]},
+                                  as_node=START)
+        async for mode, data in graph.astream(None, conversation.config, context=context,
                                               stream_mode=["messages", "updates", "custom"]):
             if mode == "messages":
                 chunk, meta = data

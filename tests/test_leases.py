@@ -197,6 +197,29 @@ async def test_page_load_settles_a_turn_whose_worker_is_gone_but_not_one_still_r
     assert sum(is_notice(m) for m in (await transcript(workers[0], conversation_id)).messages) == 1
 
 
+async def test_the_persons_message_is_stored_before_the_first_word_of_the_answer_is_shown(workers, monkeypatch):
+    """A worker can be killed as soon as the first tokens show: by then the message must be in the store
+    (the graph's own input checkpoint is written in the background while the model streams; slowed here)."""
+    person, conversation_id = await started_conversation(workers)
+    saver = await workers[0].manager.store.checkpointer()
+    aput = saver.aput
+
+    async def slow_aput(*args, **kwargs):  # a store busy with other people's writes
+        await asyncio.sleep(0.5)
+        return await aput(*args, **kwargs)
+
+    monkeypatch.setattr(saver, "aput", slow_aput)
+    replies = person.chats[0].api_chat("Count to 300", person.tab(0))
+    try:
+        first = await asyncio.wait_for(anext(replies), WAIT)
+        assert first.startswith("1")
+        seen_elsewhere = await transcript(workers[1], conversation_id)  # another worker's own connection
+        asked = [m.text for m in seen_elsewhere.messages if isinstance(m, HumanMessage)]
+        assert asked == ["My name is Ada", "Count to 300"]
+    finally:
+        await replies.aclose()
+
+
 async def test_a_stopped_process_s_leases_expire_at_once_and_the_page_says_its_answer_was_cut(workers):
     """The supervisor expires the leases of a worker it saw exit (deploy/supervisor.py): the person's page,
     reloaded on another worker, settles the cut turn at once and says why, without waiting for the TTL."""
